@@ -1,0 +1,63 @@
+"""Activation references: exactly their formula, smooth where claimed, finite everywhere."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from zoo.registry import ACTS
+
+NAMES = ACTS.names()
+# +-1e4, zero, float32 denormals (1e-40) and values where exp() overflows.
+EXTREMES = [-1e4, -100.0, -30.0, -1e-40, 0.0, 1e-40, 30.0, 100.0, 1e4]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float64_gradcheck_of_the_reference(name):
+    act = ACTS.get(name).create()
+    # Keep away from 0 for relu, whose derivative jumps there.
+    x = (torch.rand(64, dtype=torch.float64) * 8 - 4).add_(0.01).requires_grad_()
+    assert torch.autograd.gradcheck(act, (x,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_outputs_and_gradients_are_finite_on_extreme_inputs(name, dtype):
+    act = ACTS.get(name).create()
+    x = torch.tensor(EXTREMES, dtype=dtype, requires_grad=True)
+    y = act(x)
+    y.sum().backward()
+    assert y.dtype == dtype and y.shape == x.shape
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shape_and_non_contiguous_inputs_are_preserved(name):
+    act = ACTS.get(name).create()
+    x = torch.randn(4, 6, 5).transpose(0, 2)
+    torch.testing.assert_close(act(x), act(x.contiguous()))
+
+
+def test_golu_matches_its_formula():
+    golu = ACTS.get("golu").create()
+    for v in (-3.0, -0.5, 0.0, 0.7, 2.0):
+        assert golu(torch.tensor(v, dtype=torch.float64)).item() == pytest.approx(
+            v * math.exp(-math.exp(-v)), rel=1e-12, abs=1e-300)
+
+
+def test_golu_is_zero_with_zero_gradient_far_below_zero():
+    golu = ACTS.get("golu").create()
+    x = torch.tensor([-1e4, -50.0], requires_grad=True)
+    y = golu(x)
+    y.sum().backward()
+    assert torch.equal(y.detach(), torch.zeros(2)) and torch.equal(x.grad, torch.zeros(2))
+
+
+def test_activations_accept_inplace_without_modifying_their_input():
+    x = torch.randn(10)
+    before = x.clone()
+    for name in NAMES:
+        ACTS.get(name).create(inplace=True)(x)
+    assert torch.equal(x, before)

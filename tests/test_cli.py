@@ -1,0 +1,90 @@
+"""The `zoo` command: help everywhere, and every bad input ends as one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from zoo.cli import main
+
+
+def run_zoo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(capsys, code: int, *fragments: str) -> str:
+    err = capsys.readouterr().err
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("zoo: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [[], ["list"], ["info"], ["train"], ["eval"],
+                                     ["leaderboard"], ["bench"], ["bench", "harness"]])
+def test_help_everywhere(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: zoo" in capsys.readouterr().out
+
+
+def test_list_shows_every_kind_with_papers(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("archs", "acts", "inits", "quants", "datasets", "golu", "Gompertz", "orthogonal"):
+        assert word in out
+
+
+def test_info_prints_formula_paper_and_arxiv_id(capsys):
+    assert main(["info", "golu"]) == 0
+    out = capsys.readouterr().out
+    assert "x * exp(-exp(-x))" in out and "2502.03654" in out
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["train", "vit", "--act", "gelo"], ["unknown act 'gelo'", "gelu"]),
+    (["train", "vitt"], ["unknown arch 'vitt'", "vit"]),
+    (["train", "vit", "--init", "kaiminq"], ["unknown init", "kaiming"]),
+    (["train", "vit", "--dataset", "digitz"], ["unknown dataset", "digits"]),
+    (["train", "vit", "--epochs", "-3"], ["--epochs must be positive, got -3"]),
+    (["train", "vit", "--epochs", "three"], ["invalid int value: 'three'"]),
+    (["train", "vit", "--batch-size", "0"], ["--batch-size must be positive"]),
+    (["train", "vit", "--lr", "-1"], ["--lr must be positive"]),
+    (["train", "vit", "--device", "cuda:0"], ["CUDA is not available"]),
+    (["train", "vit", "--dataset", "cifar10"], ["cifar10", "not available offline"]),
+    (["list", "actz"], ["unknown kind 'actz'"]),
+    (["info", "golux"], ["unknown name 'golux'", "golu"]),
+    (["eval", "no-such-run"], ["no run 'no-such-run'"]),
+    (["leaderboard"], ["no results database"]),
+    (["--plugin", "absent.py", "list"], ["plugin file not found"]),
+    (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+])
+def test_bad_input_is_one_line_and_non_zero(args, fragments, capsys):
+    if args[-1] == "cuda:0" and __import__("torch").cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert_one_line_error(capsys, main(args), *fragments)
+
+
+def test_corrupt_checkpoint_is_one_line_for_eval(capsys, tmp_path):
+    assert main(["train", "vit", "--epochs", "1", "--train-subset", "64", "--no-progress"]) == 0
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    weights = next(run_dir.glob("checkpoints/*/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    capsys.readouterr()
+    assert_one_line_error(capsys, main(["eval", run_dir.name]), "is corrupt or unreadable")
+
+
+def test_the_installed_command_prints_no_traceback():
+    result = run_zoo("train", "vit", "--act", "gelo")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "zoo: error: unknown act 'gelo'; did you mean gelu, relu, golu? (`zoo list` shows all)")
+    assert "Traceback" not in result.stderr + result.stdout

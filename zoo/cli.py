@@ -1,0 +1,201 @@
+"""The `zoo` command: list, info, train, eval, leaderboard, bench.
+
+Every user mistake ends as one line on stderr (`zoo: error: ...`) and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from zoo.errors import ZooError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the default prints the whole usage first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ZooError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _plugin_option(dest: str = "plugin") -> argparse.ArgumentParser:
+    # The main parser and the subcommands keep separate lists: argparse would let a
+    # subcommand's empty default overwrite `zoo --plugin f.py list`.
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--plugin", dest=dest, action="append", default=[], metavar="FILE.py",
+                        help="load extra registry entries from a Python file (repeatable)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    plugin = _plugin_option()
+    parser = _Parser(prog="zoo", parents=[_plugin_option("plugin_before_command")],
+                     description="A model zoo and benchmark harness for activations, "
+                                 "initializations and quantization formats.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("list", parents=[plugin], help="list registered archs, acts, inits, "
+                       "quants and datasets")
+    p.add_argument("kind", nargs="?", help="one kind: archs, acts, inits, quants or datasets")
+
+    p = sub.add_parser("info", parents=[plugin], help="show one entry's paper, formula and defaults")
+    p.add_argument("name", help="an entry name, or KIND:NAME when several kinds share it")
+
+    p = sub.add_parser("train", parents=[plugin], help="train ARCH with the chosen variants",
+                       description="Train one run. Re-running the same command resumes a killed "
+                                   "run, or prints the stored result of a finished one.")
+    p.add_argument("arch", help="architecture (`zoo list archs`)")
+    p.add_argument("--act", help="activation (default: the architecture's own)")
+    p.add_argument("--init", default="default", help="initialization (default: the architecture's)")
+    p.add_argument("--quant", default="none", help="quantization (default: none)")
+    p.add_argument("--dataset", default="digits", help="data set (default: digits)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the architecture's recipe)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: recipe)")
+    p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: recipe)")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: recipe)")
+    p.add_argument("--warmup-epochs", type=float, help="linear warmup length (default: recipe)")
+    p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)")
+    p.add_argument("--train-subset", type=int, metavar="N",
+                   help="train on the first N training examples only (quick checks)")
+    p.add_argument("--seed", type=int, default=0, help="seed of init and data order (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--out", default="runs", type=Path,
+                   help="where runs and results.sqlite live (default ./runs)")
+    p.add_argument("--compile", action="store_true", help="train through torch.compile")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("eval", parents=[plugin], help="evaluate a stored run on its test split")
+    p.add_argument("run", help="a run directory, or a run id inside --out")
+    p.add_argument("--out", default="runs", type=Path, help="where runs live (default ./runs)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+    p = sub.add_parser("leaderboard", parents=[plugin],
+                       help="render leaderboards/*.md from the results database")
+    p.add_argument("--out", default="runs", type=Path,
+                   help="the runs folder holding results.sqlite (default ./runs)")
+    p.add_argument("--db", type=Path, help="a results database (default OUT/results.sqlite)")
+    p.add_argument("--to", default="leaderboards", type=Path, help="output folder (default ./leaderboards)")
+
+    p = sub.add_parser("bench", parents=[plugin], help="measure speed")
+    bench = p.add_subparsers(dest="target", metavar="TARGET", parser_class=_Parser)
+    bench.required = True
+    b = bench.add_parser("harness", parents=[plugin],
+                         help="zoo's training step against a bare PyTorch loop, same model and data")
+    b.add_argument("arch", nargs="?", default="vit")
+    b.add_argument("--act", help="activation (default: the architecture's own)")
+    b.add_argument("--dataset", default="digits")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--epochs", type=int, default=2, help="timed epochs per repetition")
+    b.add_argument("--repeats", type=int, default=5, help="alternating repetitions of each loop")
+    b.add_argument("--device", default="auto")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        _load_plugins(args.plugin_before_command + args.plugin)
+        return COMMANDS[args.command](args) or 0
+    except ZooError as exc:
+        print(f"zoo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("zoo: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _load_plugins(files: list[str]) -> None:
+    from zoo.registry.plugins import load_entry_point_plugins, load_plugin_file
+
+    load_entry_point_plugins()
+    for file in files:
+        load_plugin_file(file)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def cmd_list(args) -> int:
+    from zoo.harness.listing import print_listing
+
+    print_listing(args.kind)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from zoo.harness.listing import print_info
+
+    print_info(args.name)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from zoo.harness.config import TrainConfig
+    from zoo.harness.train import Trainer
+
+    config = TrainConfig.for_arch(
+        args.arch, act=args.act, init=args.init, quant=args.quant, dataset=args.dataset,
+        seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing, train_subset=args.train_subset)
+    trainer = Trainer(config, out=args.out, device=args.device, compile=args.compile,
+                      show_progress=not args.no_progress)
+    outcome = trainer.run()
+    m = outcome.record.metrics
+    if outcome.already_done:
+        print(f"run {outcome.record.run_id} already completed; stored result:")
+    elif outcome.resumed_from:
+        print(f"resumed {outcome.record.run_id} after epoch {outcome.resumed_from}")
+    print(f"test accuracy: {m['test_acc']:.2%}  (test loss {m['test_loss']:.4f}, "
+          f"{m['params']:,} params, {m['train_time_s']:.1f} s training, "
+          f"{m['samples_per_s']:.0f} samples/s)")
+    print(f"run saved to {outcome.run_dir.path}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from zoo.harness.evaluate import evaluate_run
+
+    report = evaluate_run(args.run, out=args.out, device=args.device)
+    print(f"{report['run_id']}: test accuracy {report['test_acc']:.2%}, "
+          f"test loss {report['test_loss']:.4f} (checkpoint of epoch {report['epoch']})")
+    stored = report.get("stored_test_acc")
+    if stored is not None:
+        print(f"stored at the end of training: {stored:.2%}")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from zoo.harness.leaderboard import render_leaderboards
+    from zoo.harness.results import ResultsStore
+    from zoo.harness.train import results_path
+
+    db = args.db or results_path(args.out)
+    if not db.is_file():
+        raise ZooError(f"no results database at {db}: train something first (`zoo train vit`)")
+    with ResultsStore(db) as store:
+        written = render_leaderboards(store, args.to)
+    if not written:
+        print(f"no completed runs in {db}; nothing to render")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from zoo.harness.bench import bench_harness
+
+    if args.target == "harness":
+        bench_harness(args.arch, act=args.act, dataset=args.dataset, batch_size=args.batch_size,
+                      epochs=args.epochs, repeats=args.repeats, device=args.device)
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "info": cmd_info, "train": cmd_train, "eval": cmd_eval,
+            "leaderboard": cmd_leaderboard, "bench": cmd_bench}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

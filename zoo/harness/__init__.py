@@ -1,0 +1,1 @@
+"""Training, evaluation, data, results and leaderboards."""

@@ -1,0 +1,96 @@
+"""A run's configuration, and which part of it defines comparability (the protocol)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from zoo.errors import ZooError
+from zoo.registry import ACTS, ARCHS, DATASETS, INITS, QUANTS
+
+# Training defaults when neither the flag nor the architecture's recipe gives one.
+FALLBACK_RECIPE = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.05,
+                   "warmup_epochs": 1.0, "label_smoothing": 0.0}
+
+
+@dataclass
+class TrainConfig:
+    arch: str
+    act: str
+    init: str = "default"
+    quant: str = "none"
+    dataset: str = "digits"
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    train_subset: int | None = None  # first N training examples (smoke tests)
+    act_params: dict[str, Any] = field(default_factory=dict)
+    init_params: dict[str, Any] = field(default_factory=dict)
+    quant_params: dict[str, Any] = field(default_factory=dict)
+    arch_params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_arch(cls, arch: str, act: str | None = None, **overrides: Any) -> "TrainConfig":
+        """The architecture's recipe, with any non-None override on top."""
+        entry = ARCHS.get(arch)
+        recipe = {**FALLBACK_RECIPE, **entry.extra.get("recipe", {})}
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        config = cls(arch=arch, act=act or entry.extra.get("default_act", "relu"),
+                     **{**recipe, **chosen})
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        for registry, name in ((ARCHS, self.arch), (ACTS, self.act), (INITS, self.init),
+                               (QUANTS, self.quant), (DATASETS, self.dataset)):
+            registry.get(name)
+        _positive("epochs", self.epochs, integer=True)
+        _positive("batch-size", self.batch_size, integer=True)
+        _positive("lr", self.lr)
+        if self.train_subset is not None:
+            _positive("train-subset", self.train_subset, integer=True)
+        if self.weight_decay < 0:
+            raise ZooError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_epochs < 0:
+            raise ZooError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ZooError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.seed < 0:
+            raise ZooError(f"--seed must be >= 0, got {self.seed}")
+
+    def protocol(self) -> dict[str, Any]:
+        """Everything besides the variant and the seed that changes the result: runs compare
+        fairly only within one protocol."""
+        return {
+            "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+            "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
+            "label_smoothing": self.label_smoothing, "train_subset": self.train_subset,
+            "optimizer": "adamw", "schedule": "linear warmup + cosine",
+            "arch_params": self.arch_params,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def run_id(self) -> str:
+        """Readable and unique: the same configuration always maps to the same run directory,
+        which is what lets a re-run resume instead of starting over."""
+        digest = hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()[:8]
+        return f"{self.dataset}-{self.arch}-{self.act}-{self.init}-{self.quant}-s{self.seed}-{digest}"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _positive(flag: str, value: float, integer: bool = False) -> None:
+    if integer and int(value) != value:
+        raise ZooError(f"--{flag} must be a whole number, got {value}")
+    if value <= 0:
+        raise ZooError(f"--{flag} must be positive, got {value}")

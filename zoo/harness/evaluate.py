@@ -1,0 +1,39 @@
+"""`zoo eval RUN`: rebuild a stored run's model and data, load its checkpoint, evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoo.errors import ZooError
+from zoo.harness.config import TrainConfig
+from zoo.harness.rundir import RunDir, load_weights
+from zoo.harness.train import build_for, evaluate, load_data, resolve_device
+
+
+def find_run(run: str, out: str | Path = "runs") -> RunDir:
+    for candidate in (Path(run), Path(out) / run):
+        if (candidate / "config.json").is_file():
+            return RunDir(candidate)
+    raise ZooError(f"no run '{run}': give a run directory or a run id inside {out}")
+
+
+def evaluate_run(run: str, out: str | Path = "runs", device: str = "auto") -> dict:
+    run_dir = find_run(run, out)
+    stored = run_dir.read_json("config.json")
+    try:
+        config = TrainConfig(**stored["config"])
+    except (KeyError, TypeError) as exc:
+        raise ZooError(f"{run_dir.path}/config.json is not a zoo run config ({exc})") from None
+    config.validate()
+    if not run_dir.has_checkpoint():
+        raise ZooError(f"run {run_dir.name} has no checkpoint yet (it has not finished an epoch)")
+    dev = resolve_device(device)
+    epoch, state = run_dir.load_model_state()
+    data = load_data(config, dev)
+    model = build_for(config, data).to(dev)
+    load_weights(model, {k: v.to(dev) for k, v in state.items()}, run_dir.path)
+    test = evaluate(model, *data.test, autocast=dev.type == "cuda")
+    result = run_dir.read_json_if_present("result.json") or {}
+    return {"run_id": run_dir.name, "epoch": epoch, "test_acc": test["acc"],
+            "test_loss": test["loss"],
+            "stored_test_acc": result.get("metrics", {}).get("test_acc")}

@@ -1,0 +1,307 @@
+"""The results database: one SQLite row per run, written safely by many processes at once.
+
+Stdlib `sqlite3` in WAL mode: readers never block the writer, and every write is one short
+`BEGIN IMMEDIATE` transaction, so concurrent writers queue on SQLite's lock (busy timeout 60 s)
+instead of failing. The schema version lives in `PRAGMA user_version`.
+
+A connection is never used across `fork()`: a store that finds itself in a new process opens a
+fresh connection, and a pickled store (spawn-based pools, Ray) reopens its path on arrival.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path, PurePath
+from typing import Any, Callable, TypeVar
+
+from zoo.errors import ZooError
+
+SCHEMA_VERSION = 1
+STATUSES = ("running", "completed", "diverged", "failed")
+BUSY_TIMEOUT_S = 60.0
+
+_T = TypeVar("_T")
+_JSON_FIELDS = frozenset({"protocol", "metrics", "environment", "config"})
+_INDEXED = ("arch", "act", "init", "quant", "dataset", "seed", "status", "protocol_id")
+# Connections inherited through fork(): never used or closed in the child (closing one there could
+# disturb the parent's locks), only kept alive so garbage collection does not close them either.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def protocol_id(protocol: dict[str, Any]) -> str:
+    """Short id of a training protocol: sha256 of its canonical JSON, first 10 hex digits.
+
+    Canonical = sorted keys, no whitespace; `1` and `1.0` are different protocols.
+    """
+    canonical = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+
+
+def utc_now() -> str:
+    """The current time as ISO-8601 UTC, to the second (for `started_at` / `finished_at`)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class RunRecord:
+    """One run: what was trained, under which protocol, how it ended and what it measured.
+
+    `protocol`, `metrics`, `environment` and `config` are stored as JSON, so they must hold
+    JSON values (tuples come back as lists, non-string keys as strings).
+    """
+
+    run_id: str
+    arch: str
+    act: str
+    init: str
+    quant: str
+    dataset: str
+    seed: int
+    protocol: dict[str, Any]
+    protocol_id: str
+    status: str
+    metrics: dict[str, Any]
+    environment: dict[str, Any]
+    config: dict[str, Any]
+    run_dir: str
+    started_at: str
+    finished_at: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"run status {self.status!r} is not one of {', '.join(STATUSES)}")
+
+
+_COLUMNS = tuple(f.name for f in fields(RunRecord))
+
+_CREATE_TABLE = f"""
+CREATE TABLE runs (
+    run_id      TEXT PRIMARY KEY NOT NULL,
+    arch        TEXT NOT NULL,
+    act         TEXT NOT NULL,
+    init        TEXT NOT NULL,
+    quant       TEXT NOT NULL,
+    dataset     TEXT NOT NULL,
+    seed        INTEGER NOT NULL,
+    protocol    TEXT NOT NULL,  -- JSON
+    protocol_id TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
+    metrics     TEXT NOT NULL,  -- JSON
+    environment TEXT NOT NULL,  -- JSON
+    config      TEXT NOT NULL,  -- JSON
+    run_dir     TEXT NOT NULL,
+    started_at  TEXT NOT NULL,  -- ISO-8601 UTC
+    finished_at TEXT            -- ISO-8601 UTC, NULL while running
+)
+"""
+_UPSERT = (
+    f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM runs"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, PurePath):
+        return str(value)
+    if callable(getattr(value, "item", None)):  # numpy / torch scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _to_row(record: RunRecord) -> tuple[Any, ...]:
+    row = []
+    for name in _COLUMNS:
+        value = getattr(record, name)
+        if name in _JSON_FIELDS:
+            try:
+                value = json.dumps(value, sort_keys=True, default=_json_default)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"run {record.run_id}: field {name!r}: {exc}") from exc
+        row.append(value)
+    return tuple(row)
+
+
+def _from_row(row: tuple[Any, ...]) -> RunRecord:
+    values = {
+        name: json.loads(value) if name in _JSON_FIELDS else value
+        for name, value in zip(_COLUMNS, row)
+    }
+    return RunRecord(**values)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+class ResultsStore:
+    """The results database at `path` (created, with its parent directories, if missing)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ZooError(f"cannot create the folder of results database {self.path}: {exc}") from exc
+        self._pid = os.getpid()
+        self._conn = self._open()
+
+    # -- public API --------------------------------------------------------------------------
+
+    def upsert(self, record: RunRecord) -> None:
+        """Insert `record`, or replace the row with the same run_id."""
+        row = _to_row(record)  # serialize before taking the write lock
+        conn = self._connection()
+
+        def write() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_UPSERT, row)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        self._retry(write)
+
+    def get(self, run_id: str) -> RunRecord | None:
+        conn = self._connection()
+        rows = self._retry(lambda: conn.execute(f"{_SELECT} WHERE run_id = ?", (run_id,)).fetchall())
+        return _from_row(rows[0]) if rows else None
+
+    def runs(
+        self,
+        *,
+        dataset: str | None = None,
+        arch: str | None = None,
+        status: str | None = None,
+    ) -> list[RunRecord]:
+        """All runs matching every filter given, ordered by run_id."""
+        filters = {"dataset": dataset, "arch": arch, "status": status}
+        clauses = [(f"{name} = ?", value) for name, value in filters.items() if value is not None]
+        sql = _SELECT
+        if clauses:
+            sql += " WHERE " + " AND ".join(clause for clause, _ in clauses)
+        sql += " ORDER BY run_id"
+        params = tuple(value for _, value in clauses)
+        conn = self._connection()
+        rows = self._retry(lambda: conn.execute(sql, params).fetchall())
+        return [_from_row(row) for row in rows]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            if os.getpid() == self._pid:
+                self._conn.close()
+            else:
+                _INHERITED.append(self._conn)
+            self._conn = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({str(self.path)!r})"
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise ValueError(f"{self!r} is closed")
+        if os.getpid() != self._pid:  # forked: the parent's connection must not be used here
+            _INHERITED.append(self._conn)
+            self._conn = None
+            self._pid = os.getpid()
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from exc
+        try:
+            self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchall())
+            self._retry(lambda: self._ensure_schema(conn))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        if self._schema_version(conn) == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")  # another process may be creating it right now
+        try:
+            if self._schema_version(conn) == 0:
+                if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    raise ZooError(f"{self.path} is an SQLite database but not a zoo results database")
+                conn.execute(_CREATE_TABLE)
+                for column in _INDEXED:
+                    conn.execute(f"CREATE INDEX runs_{column} ON runs ({column})")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ZooError(
+                f"results database {self.path} has schema version {version}, newer than the "
+                f"{SCHEMA_VERSION} this zoo understands; upgrade zoo"
+            )
+        return version
+
+    def _unusable(self, exc: sqlite3.Error) -> ZooError:
+        detail = " ".join(str(exc).split())
+        return ZooError(f"{self.path} is not a usable zoo results database ({detail})")
+
+    def _retry(self, operation: Callable[[], _T]) -> _T:
+        """Run `operation`, retrying while the database is locked by another process.
+
+        SQLite's busy timeout covers most waits; this covers the cases where it answers
+        SQLITE_BUSY at once (WAL recovery, journal mode change). Other database errors become
+        one-line ZooErrors naming the file; misuse (programming errors) propagates as is.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        delay = 0.01
+        while True:
+            try:
+                return operation()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise self._unusable(exc) from exc
+                if time.monotonic() >= deadline:
+                    raise ZooError(
+                        f"results database {self.path} stayed locked for "
+                        f"{BUSY_TIMEOUT_S:.0f} s; is another process stuck holding it?"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(2 * delay, 0.5)
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:  # IntegrityError, ProgrammingError, ...
+                    raise
+                raise self._unusable(exc) from exc

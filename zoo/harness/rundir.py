@@ -1,0 +1,113 @@
+"""A run's directory: config, environment, per-epoch metrics, checkpoints and final result.
+
+    <run_dir>/config.json        what was asked for (enough to rebuild the model and data)
+    <run_dir>/environment.json   versions, device, git commit
+    <run_dir>/metrics.jsonl      one line per finished epoch
+    <run_dir>/checkpoint.json    points at the newest complete checkpoint
+    <run_dir>/checkpoints/epoch-NNNN/{model.safetensors, trainer.pt}
+    <run_dir>/result.json        status and final metrics, written last
+
+Every file is written atomically and the checkpoint pointer is moved only after the checkpoint it
+names is complete, so a run killed at any moment resumes from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from zoo.errors import ZooError
+from zoo.harness.atomic import atomic_write, atomic_write_json, atomic_write_text
+
+
+@dataclass
+class Checkpoint:
+    epoch: int
+    model_state: dict[str, torch.Tensor]
+    trainer_state: dict[str, Any]
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def exists(self) -> bool:
+        return (self.path / "config.json").is_file()
+
+    # --- json documents -------------------------------------------------------------------
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.path / name, obj)
+
+    def read_json(self, name: str) -> Any:
+        path = self.path / name
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ZooError(f"{path} is missing: is {self.path} a zoo run directory?") from None
+        except (OSError, ValueError) as exc:
+            raise ZooError(f"{path} is unreadable or corrupt: {exc}") from None
+
+    def read_json_if_present(self, name: str) -> Any | None:
+        return self.read_json(name) if (self.path / name).is_file() else None
+
+    def write_metrics(self, history: list[dict]) -> None:
+        lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in history)
+        atomic_write_text(self.path / "metrics.jsonl", lines)
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, epoch: int, model: nn.Module, trainer_state: dict[str, Any]) -> None:
+        folder = self.path / "checkpoints" / f"epoch-{epoch:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+        atomic_write(folder / "trainer.pt", lambda tmp: torch.save(trainer_state, tmp))
+        self.write_json("checkpoint.json", {"epoch": epoch, "dir": str(folder.relative_to(self.path))})
+        for old in (self.path / "checkpoints").glob("epoch-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def has_checkpoint(self) -> bool:
+        return (self.path / "checkpoint.json").is_file()
+
+    def load_model_state(self) -> tuple[int, dict[str, torch.Tensor]]:
+        pointer = self.read_json("checkpoint.json")
+        path = self.path / pointer["dir"] / "model.safetensors"
+        try:
+            return int(pointer["epoch"]), load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for a damaged file
+            raise ZooError(f"checkpoint {path} is corrupt or unreadable ({_short(exc)})") from None
+
+    def load_checkpoint(self) -> Checkpoint:
+        epoch, model_state = self.load_model_state()
+        pointer = self.read_json("checkpoint.json")
+        path = self.path / pointer["dir"] / "trainer.pt"
+        try:
+            trainer_state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ZooError(f"checkpoint {path} is corrupt or unreadable ({_short(exc)})") from None
+        return Checkpoint(epoch, model_state, trainer_state)
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Load a checkpoint's weights; a checkpoint of another model is a one-line error."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ZooError(f"checkpoint in {source} does not fit the model: {first}") from None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__

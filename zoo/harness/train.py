@@ -1,0 +1,249 @@
+"""Training an image classifier: AdamW with linear warmup and cosine decay, data held on the
+device, a checkpoint every epoch, resume after a crash, and a row in the results database."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.errors import RunDiverged, ZooError
+from zoo.harness import environment
+from zoo.harness.config import TrainConfig
+from zoo.harness.data import ImageTensors, ShuffledBatches, eval_batches, load_dataset, to_device_tensors
+from zoo.harness.progress import TrainingProgress
+from zoo.harness.results import ResultsStore, RunRecord, protocol_id
+from zoo.harness.rundir import RunDir, load_weights
+from zoo.models.build import build_model, count_parameters
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ZooError(f"unknown device '{name}': use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ZooError(f"device '{name}' was requested but CUDA is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ZooError(f"device '{name}' is not supported: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def results_path(out: Path) -> Path:
+    return Path(out) / "results.sqlite"
+
+
+def load_data(config: TrainConfig, device: torch.device) -> ImageTensors:
+    limit = {"train": config.train_subset} if config.train_subset else None
+    return to_device_tensors(load_dataset(config.dataset), config.dataset, device, limit=limit)
+
+
+def build_for(config: TrainConfig, data: ImageTensors) -> nn.Module:
+    spec = data.spec
+    return build_model(
+        config.arch, image_size=spec.image_size, channels=spec.channels,
+        num_classes=spec.num_classes, act=config.act, init=config.init, quant=config.quant,
+        seed=config.seed, act_params=config.act_params, init_params=config.init_params,
+        quant_params=config.quant_params, arch_params=config.arch_params,
+        calibration_batch=lambda: data.train[0][: config.batch_size],
+    )
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    # Standard practice (timm, nanoGPT): no weight decay on biases, norms and embeddings' 1-d
+    # parameters.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+             autocast: bool = False) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for xb, yb in eval_batches(x, y, batch_size):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+        correct += (logits.argmax(dim=1) == yb).sum()
+    model.train(was_training)
+    n = max(1, len(y))
+    return {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+
+
+@dataclass
+class RunOutcome:
+    run_dir: RunDir
+    record: RunRecord
+    resumed_from: int  # epochs already done when this process started
+    already_done: bool
+
+
+class Trainer:
+    """One run, from config to stored result. `run()` resumes a killed run of the same config."""
+
+    LOG_EVERY = 10  # steps between progress updates (each costs a device sync on GPU)
+
+    def __init__(self, config: TrainConfig, out: str | Path = "runs", device: str = "auto",
+                 compile: bool = False, show_progress: bool = True):
+        config.validate()
+        self.config = config
+        self.out = Path(out)
+        self.device = resolve_device(device)
+        self.compile = compile
+        self.show_progress = show_progress
+        self.run_dir = RunDir(self.out / config.run_id())
+        self.autocast = self.device.type == "cuda"  # bf16 autocast on GPU, float32 on CPU
+
+    # --- the whole run ----------------------------------------------------------------------
+    def run(self) -> RunOutcome:
+        config = self.config
+        with ResultsStore(results_path(self.out)) as store:
+            previous = store.get(config.run_id())
+            if previous is not None and previous.status == "completed":
+                return RunOutcome(self.run_dir, previous, config.epochs, already_done=True)
+
+            data = load_data(config, self.device)
+            model = build_for(config, data).to(self.device)
+            optimizer = make_optimizer(model, config)
+            steps_per_epoch = len(ShuffledBatches(*data.train, config.batch_size, config.seed))
+            total_steps = steps_per_epoch * config.epochs
+            warmup_steps = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, warmup_cosine(total_steps, max(1, warmup_steps)))
+
+            start_epoch, history, started_at = 0, [], _now()
+            if self.run_dir.has_checkpoint():
+                ckpt = self.run_dir.load_checkpoint()
+                load_weights(model, ckpt.model_state, self.run_dir.path)
+                optimizer.load_state_dict(ckpt.trainer_state["optimizer"])
+                scheduler.load_state_dict(ckpt.trainer_state["scheduler"])
+                torch.set_rng_state(ckpt.trainer_state["rng_cpu"])
+                if self.device.type == "cuda" and "rng_cuda" in ckpt.trainer_state:
+                    torch.cuda.set_rng_state(ckpt.trainer_state["rng_cuda"], self.device)
+                history = list(ckpt.trainer_state["history"])
+                started_at = ckpt.trainer_state.get("started_at", started_at)
+                start_epoch = ckpt.epoch
+            else:
+                self.run_dir.write_json("config.json", {
+                    "config": config.to_dict(), "run_id": config.run_id(),
+                    "protocol": config.protocol(), "data": asdict(data.spec)})
+
+            env = environment.capture(self.device)
+            self.run_dir.write_json("environment.json", env)
+            params = count_parameters(model)
+            record = RunRecord(
+                run_id=config.run_id(), arch=config.arch, act=config.act, init=config.init,
+                quant=config.quant, dataset=config.dataset, seed=config.seed,
+                protocol=config.protocol(), protocol_id=protocol_id(config.protocol()),
+                status="running", metrics={"params": params, "epochs_done": start_epoch},
+                environment=env, config=self.run_dir.read_json("config.json"),
+                run_dir=str(self.run_dir.path.resolve()), started_at=started_at, finished_at=None)
+            store.upsert(record)
+
+            step_model = torch.compile(model) if self.compile else model
+            batches = ShuffledBatches(*data.train, config.batch_size, config.seed)
+            progress = TrainingProgress(
+                f"{config.arch}·{config.act}", total_steps, enabled=self.show_progress)
+            with progress:
+                progress.advance_to(start_epoch * steps_per_epoch)
+                for epoch in range(start_epoch, config.epochs):
+                    row = self._train_epoch(step_model, optimizer, scheduler, batches, epoch,
+                                            progress)
+                    if not math.isfinite(row["train_loss"]):
+                        return self._diverged(store, record, history, row)
+                    val = evaluate(model, *data.validation, autocast=self.autocast)
+                    row.update(val_loss=val["loss"], val_acc=val["acc"])
+                    history.append(row)
+                    self._checkpoint(epoch + 1, model, optimizer, scheduler, history, started_at)
+                    progress.log_epoch(row, config.epochs)
+
+            test = evaluate(model, *data.test, autocast=self.autocast)
+            train_time = sum(r["train_time_s"] for r in history)
+            samples = sum(r["samples"] for r in history)
+            record.metrics = {
+                "test_acc": test["acc"], "test_loss": test["loss"],
+                "val_acc": history[-1]["val_acc"], "val_loss": history[-1]["val_loss"],
+                "train_loss": history[-1]["train_loss"], "train_time_s": train_time,
+                "samples_per_s": samples / train_time if train_time > 0 else None,
+                "params": params, "epochs_done": len(history),
+            }
+            record.status, record.finished_at = "completed", _now()
+            self.run_dir.write_json("result.json", {"status": record.status, "metrics": record.metrics})
+            store.upsert(record)
+            return RunOutcome(self.run_dir, record, start_epoch, already_done=False)
+
+    # --- pieces ---------------------------------------------------------------------------
+    def _train_epoch(self, model, optimizer, scheduler, batches: ShuffledBatches, epoch: int,
+                     progress: TrainingProgress) -> dict[str, Any]:
+        config = self.config
+        model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen, start = 0, time.perf_counter()
+        for step, (xb, yb) in enumerate(batches.epoch(epoch), start=1):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * len(yb)
+            correct += (logits.detach().argmax(dim=1) == yb).sum()
+            seen += len(yb)
+            if step % self.LOG_EVERY == 0 or step == len(batches):
+                mean_loss = loss_sum.item() / seen
+                progress.update(step, len(batches), loss=mean_loss, acc=correct.item() / seen)
+                if not math.isfinite(mean_loss):
+                    break  # no point finishing an epoch that has already diverged
+        elapsed = time.perf_counter() - start
+        return {"epoch": epoch + 1, "train_loss": loss_sum.item() / max(1, seen),
+                "train_acc": correct.item() / max(1, seen), "lr": scheduler.get_last_lr()[0],
+                "train_time_s": elapsed, "samples": seen}
+
+    def _checkpoint(self, epoch, model, optimizer, scheduler, history, started_at) -> None:
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng_cpu": torch.get_rng_state(), "history": history, "started_at": started_at}
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        self.run_dir.save_checkpoint(epoch, model, state)
+        self.run_dir.write_metrics(history)
+
+    def _diverged(self, store, record: RunRecord, history, row) -> RunOutcome:
+        record.status, record.finished_at = "diverged", _now()
+        record.metrics = {**record.metrics, "epochs_done": len(history),
+                          "diverged_at_epoch": row["epoch"], "train_loss": row["train_loss"]}
+        self.run_dir.write_metrics(history + [row])
+        self.run_dir.write_json("result.json", {"status": record.status, "metrics": record.metrics})
+        store.upsert(record)
+        raise RunDiverged(f"run {record.run_id} diverged: non-finite training loss in epoch "
+                          f"{row['epoch']} (recorded as diverged; try a lower --lr)")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()

@@ -1,0 +1,53 @@
+"""The module every registered activation is wrapped in, so that any architecture can take it as
+its `act_layer` and the leak check can tell a zoo activation from one the architecture chose."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class Activation(nn.Module):
+    """An elementwise activation from the registry.
+
+    `fn` is the PyTorch reference (the specification); later a fused kernel may stand in for it on
+    the GPU. `inplace` is accepted because timm's ResNet calls `act_layer(inplace=True)`; zoo
+    activations always return a new tensor (several need their input for the backward pass).
+    Half-precision inputs are computed in float32 and cast back, so guards against overflow
+    (e.g. exp(-x) for very negative x) behave the same in every dtype.
+    """
+
+    def __init__(self, name: str, fn: Callable[..., torch.Tensor], inplace: bool = False, **params):
+        super().__init__()
+        self.act_name = name
+        self.fn = fn
+        self.params = dict(params)
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in _LOW_PRECISION:
+            return self.fn(x.float(), **self.params).to(x.dtype)
+        return self.fn(x, **self.params)
+
+    def extra_repr(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.act_name}({args})" if args else self.act_name
+
+
+def act_layer_for(name: str, **params) -> Callable[..., Activation]:
+    """A constructor with the signature architectures expect: `act_layer()` or
+    `act_layer(inplace=True)`; each call builds a fresh module."""
+    from zoo.registry import ACTS
+
+    entry = ACTS.get(name)
+
+    def make(inplace: bool = False, **_ignored) -> Activation:
+        return entry.create(inplace=inplace, **params)
+
+    make.__name__ = f"zoo_{name}"
+    make.act_name = name  # type: ignore[attr-defined]
+    return make

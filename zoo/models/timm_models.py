@@ -1,0 +1,79 @@
+"""Image classifiers built with `timm.create_model`, sized for small data sets.
+
+timm's defaults assume 224x224 ImageNet; here the image size, channels and classes come from the
+data set, and the patch size (ViT) or stem (ResNet) is derived from the image size so that an 8x8
+digit still leaves the model a few positions to work with.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import timm
+from torch import nn
+
+
+def vit_patch_size(image_side: int, max_grid: int = 8) -> int:
+    """The smallest patch (at least 2 pixels) that divides the image side into at most
+    `max_grid` patches: 8 -> 2 (4x4 grid), 28 -> 4 (7x7), 32 -> 4 (8x8), 224 -> 28 (8x8)."""
+    for patch in range(2, image_side + 1):
+        if image_side % patch == 0 and image_side // patch <= max_grid:
+            return patch
+    return image_side
+
+
+def small_vit(
+    *,
+    image_size: tuple[int, int],
+    channels: int,
+    num_classes: int,
+    act_layer: Callable[..., nn.Module],
+    embed_dim: int = 64,
+    depth: int = 4,
+    num_heads: int = 4,
+    mlp_ratio: float = 2.0,
+    patch_size: int | None = None,
+    drop_path_rate: float = 0.0,
+) -> nn.Module:
+    height, width = image_size
+    patch = patch_size or vit_patch_size(min(height, width))
+    return timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=(height, width),
+        patch_size=patch,
+        in_chans=channels,
+        num_classes=num_classes,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        drop_path_rate=drop_path_rate,
+        act_layer=act_layer,
+    )
+
+
+def small_resnet(
+    *,
+    image_size: tuple[int, int],
+    channels: int,
+    num_classes: int,
+    act_layer: Callable[..., nn.Module],
+    layers: tuple[int, ...] = (1, 1, 1, 1),
+    widths: tuple[int, ...] = (32, 64, 128, 256),
+) -> nn.Module:
+    model = timm.create_model(
+        "resnet18",
+        pretrained=False,
+        layers=tuple(layers),
+        channels=tuple(widths),
+        in_chans=channels,
+        num_classes=num_classes,
+        act_layer=act_layer,
+    )
+    # ImageNet's stem (7x7 stride-2 conv + max-pool) would shrink a 28x28 image to 7x7 and an
+    # 8x8 one to 2x2 before the first block; small images get a 3x3 stride-1 stem instead.
+    if min(image_size) < 64:
+        model.conv1 = nn.Conv2d(channels, model.bn1.num_features, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    return model
