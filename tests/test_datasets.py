@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+import zoo.harness.sources.hub as hub
 import zoo.registry.datasets as builtin
 from zoo.errors import ZooError
 from zoo.harness.data import (DataSpec, ShuffledBatches, eval_batches, load_dataset,
@@ -271,7 +272,7 @@ def test_unreachable_hub_is_detected_by_a_short_probe(monkeypatch, tmp_path):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     probes = []
-    monkeypatch.setattr(builtin, "hub_reachable", lambda: probes.append(1) or False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: probes.append(1) or False)
 
     start = time.perf_counter()
     with pytest.raises(ZooError) as exc:
@@ -287,7 +288,7 @@ def test_hub_probe_gives_up_quickly_on_an_unresolvable_host(monkeypatch):
     for var in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     start = time.perf_counter()
-    assert builtin.hub_reachable(timeout=1.0) is False
+    assert hub.hub_reachable(timeout=1.0) is False
     assert time.perf_counter() - start < 2
 
 

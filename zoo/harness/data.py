@@ -17,7 +17,7 @@ import torch
 
 from zoo.errors import ZooError
 from zoo.registry import DATASETS
-from zoo.registry.datasets import image_arrays
+from zoo.harness.sources.arrow_images import image_arrays
 
 if TYPE_CHECKING:
     import datasets

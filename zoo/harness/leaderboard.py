@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import secrets
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
+from zoo.harness.atomic import atomic_write_text
 from zoo.harness.results import ResultsStore, RunRecord
 
 DASH = "—"
@@ -244,18 +243,7 @@ def _not_completed_block(runs: list[RunRecord]) -> list[str]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode follows the umask
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(text.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, text)
     except OSError as exc:
         raise ZooError(f"cannot write leaderboard {path}: {exc}") from exc

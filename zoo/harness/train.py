@@ -151,7 +151,8 @@ class Trainer:
             else:
                 self.run_dir.write_json("config.json", {
                     "config": config.to_dict(), "run_id": config.run_id(),
-                    "protocol": config.protocol(), "data": asdict(data.spec)})
+                    "protocol": config.protocol(), "data": _data_summary(data),
+                    "data_spec": asdict(data.spec)})
 
             env = environment.capture(self.device)
             self.run_dir.write_json("environment.json", env)
@@ -243,6 +244,14 @@ class Trainer:
         store.upsert(record)
         raise RunDiverged(f"run {record.run_id} diverged: non-finite training loss in epoch "
                           f"{row['epoch']} (recorded as diverged; try a lower --lr)")
+
+
+def _data_summary(data: ImageTensors) -> dict[str, Any]:
+    """What defines the data a leaderboard compares on: image shape, classes, split sizes."""
+    spec = data.spec
+    height, width = spec.image_size
+    return {"image": f"{height}x{width}x{spec.channels}", "classes": spec.num_classes,
+            **{split: size for split, size in spec.sizes.items()}}
 
 
 def _now() -> str:
