@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from zoo.cli import main
-from zoo.errors import RunDiverged
+from zoo.errors import RunDiverged, ZooError
 from zoo.harness.config import TrainConfig
 from zoo.harness.evaluate import evaluate_run
 from zoo.harness.results import ResultsStore
@@ -117,3 +117,12 @@ def test_eval_reproduces_the_stored_test_accuracy(tmp_path):
     report = evaluate_run(outcome.record.run_id, out=tmp_path, device="cpu")
     assert report["epoch"] == 1
     assert report["test_acc"] == outcome.record.metrics["test_acc"] == report["stored_test_acc"]
+
+
+def test_two_processes_cannot_train_the_same_run_at_once(tmp_path):
+    trainer = Trainer(quick_config(), out=tmp_path, show_progress=False)
+    with trainer.run_dir.exclusive():
+        other = Trainer(quick_config(), out=tmp_path, show_progress=False)
+        with pytest.raises(ZooError, match="is being trained by process"):
+            other.run()
+    assert trainer.run().record.status == "completed"  # the lock is released afterwards

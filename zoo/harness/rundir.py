@@ -13,7 +13,10 @@ names is complete, so a run killed at any moment resumes from its last finished 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,29 @@ class RunDir:
 
     def exists(self) -> bool:
         return (self.path / "config.json").is_file()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Held while a process trains this run: a second process with the same config would
+        otherwise interleave its checkpoints with the first one's. The OS drops the lock when the
+        holder dies, so a killed run never blocks its own resume."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise ZooError(f"run {self.name} is being trained by {holder} right now; wait for "
+                               "it or pick another --seed/--out") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # --- json documents -------------------------------------------------------------------
     def write_json(self, name: str, obj: Any) -> None:

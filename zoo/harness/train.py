@@ -121,6 +121,10 @@ class Trainer:
 
     # --- the whole run ----------------------------------------------------------------------
     def run(self) -> RunOutcome:
+        with self.run_dir.exclusive():
+            return self._run()
+
+    def _run(self) -> RunOutcome:
         config = self.config
         with ResultsStore(results_path(self.out)) as store:
             previous = store.get(config.run_id())
