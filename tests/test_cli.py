@@ -88,3 +88,23 @@ def test_the_installed_command_prints_no_traceback():
     assert result.stderr.strip() == (
         "zoo: error: unknown act 'gelo'; did you mean gelu, relu, golu? (`zoo list` shows all)")
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_bench_harness_reports_zoo_against_a_bare_loop(capsys):
+    from zoo.harness.bench import bench_harness
+
+    result = bench_harness("resnet", batch_size=64, epochs=1, repeats=1, device="cpu")
+    assert result["zoo_samples_per_s"] > 0 and result["bare_samples_per_s"] > 0
+    assert result["ratio"] == result["zoo_samples_per_s"] / result["bare_samples_per_s"]
+    out = capsys.readouterr().out
+    assert "bare PyTorch" in out and "ratio to bare" in out
+
+
+def test_leaderboard_renders_the_runs_trained_from_the_cli(capsys, tmp_path):
+    for seed in ("0", "1"):
+        assert main(["train", "resnet", "--act", "golu", "--epochs", "1", "--train-subset", "64",
+                     "--seed", seed, "--no-progress"]) == 0
+    assert main(["leaderboard"]) == 0
+    page = (tmp_path / "leaderboards" / "digits-resnet.md").read_text()
+    assert "| golu | default | none |" in page and "| 2 |" in page
+    assert "Seeds:** 0, 1" in page and "train_subset=64" in page

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from zoo.errors import ZooError
+from zoo.harness.results import canonical_json
 from zoo.registry import ACTS, ARCHS, DATASETS, INITS, QUANTS
 
 # Training defaults when neither the flag nor the architecture's recipe gives one.
@@ -83,10 +83,6 @@ class TrainConfig:
         which is what lets a re-run resume instead of starting over."""
         digest = hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()[:8]
         return f"{self.dataset}-{self.arch}-{self.act}-{self.init}-{self.quant}-s{self.seed}-{digest}"
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 def _positive(flag: str, value: float, integer: bool = False) -> None:

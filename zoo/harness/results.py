@@ -39,8 +39,12 @@ def protocol_id(protocol: dict[str, Any]) -> str:
 
     Canonical = sorted keys, no whitespace; `1` and `1.0` are different protocols.
     """
-    canonical = json.dumps(protocol, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+    return hashlib.sha256(canonical_json(protocol).encode("utf-8")).hexdigest()[:10]
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace: equal values always give equal text (and equal hashes)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 def utc_now() -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from zoo.harness import environment
 from zoo.harness.config import TrainConfig
 from zoo.harness.data import ImageTensors, ShuffledBatches, eval_batches, load_dataset, to_device_tensors
 from zoo.harness.progress import TrainingProgress
-from zoo.harness.results import ResultsStore, RunRecord, protocol_id
+from zoo.harness.results import ResultsStore, RunRecord, protocol_id, utc_now
 from zoo.harness.rundir import RunDir, load_weights
 from zoo.models.build import build_model, count_parameters
 
@@ -140,7 +139,7 @@ class Trainer:
             scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, warmup_cosine(total_steps, max(1, warmup_steps)))
 
-            start_epoch, history, started_at = 0, [], _now()
+            start_epoch, history, started_at = 0, [], utc_now()
             if self.run_dir.has_checkpoint():
                 ckpt = self.run_dir.load_checkpoint()
                 load_weights(model, ckpt.model_state, self.run_dir.path)
@@ -197,7 +196,7 @@ class Trainer:
                 "samples_per_s": samples / train_time if train_time > 0 else None,
                 "params": params, "epochs_done": len(history),
             }
-            record.status, record.finished_at = "completed", _now()
+            record.status, record.finished_at = "completed", utc_now()
             self.run_dir.write_json("result.json", {"status": record.status, "metrics": record.metrics})
             store.upsert(record)
             return RunOutcome(self.run_dir, record, start_epoch, already_done=False)
@@ -240,7 +239,7 @@ class Trainer:
         self.run_dir.write_metrics(history)
 
     def _diverged(self, store, record: RunRecord, history, row) -> RunOutcome:
-        record.status, record.finished_at = "diverged", _now()
+        record.status, record.finished_at = "diverged", utc_now()
         record.metrics = {**record.metrics, "epochs_done": len(history),
                           "diverged_at_epoch": row["epoch"], "train_loss": row["train_loss"]}
         self.run_dir.write_metrics(history + [row])
@@ -256,7 +255,3 @@ def _data_summary(data: ImageTensors) -> dict[str, Any]:
     height, width = spec.image_size
     return {"image": f"{height}x{width}x{spec.channels}", "classes": spec.num_classes,
             **{split: size for split, size in spec.sizes.items()}}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
