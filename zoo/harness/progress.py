@@ -44,6 +44,10 @@ class TrainingProgress:
         if step_in_epoch == steps_per_epoch:
             self._epoch_start += steps_per_epoch
 
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(text, highlight=False)
+
     def log_epoch(self, row: dict, epochs: int) -> None:
         if self.enabled:
             self._progress.console.print(

@@ -173,6 +173,12 @@ class Trainer:
             batches = ShuffledBatches(*data.train, config.batch_size, config.seed)
             progress = TrainingProgress(
                 f"{config.arch}·{config.act}", total_steps, enabled=self.show_progress)
+            sizes = data.spec.sizes
+            progress.note(
+                f"{config.run_id()}: {config.arch}·{config.act}, init {config.init}, quant "
+                f"{config.quant}, on {config.dataset} ({sizes['train']} train / "
+                f"{sizes['validation']} val / {sizes['test']} test), {params:,} params, "
+                f"{env['device']}" + (f"; resuming after epoch {start_epoch}" if start_epoch else ""))
             with progress:
                 progress.advance_to(start_epoch * steps_per_epoch)
                 for epoch in range(start_epoch, config.epochs):
