@@ -61,6 +61,8 @@ def test_info_prints_formula_paper_and_arxiv_id(capsys):
     (["train", "vit", "--device", "cuda:0"], ["CUDA is not available"]),
     (["train", "vit", "--dataset", "cifar10"], ["cifar10", "not available offline"]),
     (["list", "actz"], ["unknown kind 'actz'"]),
+    (["train", "vit", "--act", "swish", "--act-param", "gamma=2"], ["swish has no parameter gamma"]),
+    (["train", "vit", "--act", "swish", "--act-param", "beta"], ["--act-param takes NAME=NUMBER"]),
     (["info", "golux"], ["unknown name 'golux'", "golu"]),
     (["eval", "no-such-run"], ["no run 'no-such-run'"]),
     (["leaderboard"], ["no results database"]),
@@ -85,8 +87,8 @@ def test_corrupt_checkpoint_is_one_line_for_eval(capsys, tmp_path):
 def test_the_installed_command_prints_no_traceback():
     result = run_zoo("train", "vit", "--act", "gelo")
     assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "zoo: error: unknown act 'gelo'; did you mean gelu, relu, golu? (`zoo list` shows all)")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zoo: error: unknown act 'gelo'; did you mean gelu")
     assert "Traceback" not in result.stderr + result.stdout
 
 

@@ -16,7 +16,7 @@ DIGITS = dict(image_size=(8, 8), channels=1, num_classes=10)
 
 
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
-@pytest.mark.parametrize("act", ["relu", "gelu", "silu", "mish", "golu"])
+@pytest.mark.parametrize("act", ACTS.names())
 def test_every_arch_takes_every_activation_and_uses_only_it(arch, act):
     model = build_model(arch, act=act, **DIGITS)
     assert check_activations(model, act) > 0

@@ -14,7 +14,7 @@ from zoo.registry.core import Registry
 
 def test_every_kind_has_its_builtin_entries():
     assert {"vit", "resnet"} <= set(ARCHS.names())
-    assert {"relu", "gelu", "silu", "mish", "golu"} <= set(ACTS.names())
+    assert {"relu", "gelu", "silu", "mish", "golu", "swish", "aglu", "smelu", "sine"} <= set(ACTS.names())
     assert {"default", "kaiming", "xavier", "orthogonal"} <= set(INITS.names())
     assert "none" in QUANTS.names()
     assert {"digits", "fashion-mnist", "mnist", "cifar10", "cifar100"} <= set(DATASETS.names())

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "run, or prints the stored result of a finished one.")
     p.add_argument("arch", help="architecture (`zoo list archs`)")
     p.add_argument("--act", help="activation (default: the architecture's own)")
+    p.add_argument("--act-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set an activation parameter, e.g. --act-param beta=1.5 (repeatable)")
     p.add_argument("--init", default="default", help="initialization (default: the architecture's)")
     p.add_argument("--quant", default="none", help="quantization (default: none)")
     p.add_argument("--dataset", default="digits", help="data set (default: digits)")
@@ -139,7 +141,8 @@ def cmd_train(args) -> int:
         args.arch, act=args.act, init=args.init, quant=args.quant, dataset=args.dataset,
         seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-        label_smoothing=args.label_smoothing, train_subset=args.train_subset)
+        label_smoothing=args.label_smoothing, train_subset=args.train_subset,
+        act_params=_parse_params(args.act_param, "--act-param"))
     trainer = Trainer(config, out=args.out, device=args.device, compile=args.compile,
                       show_progress=not args.no_progress)
     outcome = trainer.run()
@@ -153,6 +156,19 @@ def cmd_train(args) -> int:
           f"{m['samples_per_s']:.0f} samples/s)")
     print(f"run saved to {outcome.run_dir.path}")
     return 0
+
+
+def _parse_params(items: list[str], flag: str) -> dict[str, float] | None:
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            params[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ZooError(f"{flag} takes NAME=NUMBER, got '{item}'")
+    return params or None
 
 
 def cmd_eval(args) -> int:

@@ -50,6 +50,7 @@ class TrainConfig:
         for registry, name in ((ARCHS, self.arch), (ACTS, self.act), (INITS, self.init),
                                (QUANTS, self.quant), (DATASETS, self.dataset)):
             registry.get(name)
+        ACTS.get(self.act).create(**self.act_params)  # unknown parameter names fail here
         _positive("epochs", self.epochs, integer=True)
         _positive("batch-size", self.batch_size, integer=True)
         _positive("lr", self.lr)

@@ -51,3 +51,34 @@ def act_layer_for(name: str, **params) -> Callable[..., Activation]:
     make.__name__ = f"zoo_{name}"
     make.act_name = name  # type: ignore[attr-defined]
     return make
+
+
+class FormulaActivation(Activation):
+    """An activation declared as an `ElementwiseFormula`: fused CUDA kernel on the GPU, the
+    formula's PyTorch reference elsewhere. Learnable parameters are `nn.Parameter`s (one scalar
+    each); fixed ones are non-persistent buffers so they follow the module across devices."""
+
+    def __init__(self, formula, inplace: bool = False, **values: float):
+        unknown = set(values) - {p.name for p in formula.params}
+        if unknown:
+            from zoo.errors import ZooError
+
+            known = ", ".join(p.name for p in formula.params) or "none"
+            raise ZooError(f"{formula.name} has no parameter {', '.join(sorted(unknown))} "
+                           f"(its parameters: {known})")
+        super().__init__(formula.name, formula.reference, inplace=inplace)
+        self.formula = formula
+        for p in formula.params:
+            value = torch.tensor(float(values.get(p.name, p.default)))
+            if p.learnable:
+                self.register_parameter(p.name, nn.Parameter(value))
+            else:
+                self.register_buffer(p.name, value, persistent=False)
+        self.params = {p.name: float(values.get(p.name, p.default)) for p in formula.params}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from zoo.kernels.autograd import apply_formula
+
+        values = [getattr(self, p.name) for p in self.formula.params]
+        params = torch.stack(values) if values else x.new_zeros(0, dtype=torch.float32)
+        return apply_formula(self.formula, x, params)

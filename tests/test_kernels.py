@@ -1,0 +1,143 @@
+"""The formula engine: one declaration -> reference, derivatives and CUDA kernels that agree.
+
+On a CPU machine the CUDA source is still compiled with nvcc, and the derivatives the kernels
+compute (printed from the same sympy expressions) are checked against autograd of the reference;
+on a GPU with CuPy the kernels themselves are compared with the reference.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from zoo.errors import ZooError
+from zoo.kernels import runtime
+from zoo.kernels.cuda_codegen import module_source
+from zoo.kernels.formula import ElementwiseFormula, Param
+from zoo.registry import ACTS
+from zoo.registry.acts import FORMULAS
+
+NAMES = sorted(FORMULAS)
+GPU = torch.cuda.is_available() and runtime.cupy_or_none() is not None
+
+
+def sample(n=257, dtype=torch.float64, spread=4.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, generator=g, dtype=dtype) * 2 - 1) * spread
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sympy_derivatives_equal_autograd_of_the_reference(name):
+    formula = FORMULAS[name]
+    act = ACTS.get(name).create().double()
+    x = torch.cat([sample(), torch.tensor([-1e4, -50.0, 50.0, 1e4], dtype=torch.float64)])
+    x.requires_grad_(True)
+    params = [getattr(act, p.name) for p in formula.params]
+    for p in params:
+        p.requires_grad_(True)
+    y = formula.reference(x, *params)
+    grads = torch.autograd.grad(y.sum(), [x, *params])
+    printed = formula.derivative(x.detach(), *[p.detach() for p in params])
+    torch.testing.assert_close(printed["x"], grads[0], rtol=1e-9, atol=1e-12)
+    for p, autograd_grad in zip(formula.params, grads[1:]):
+        torch.testing.assert_close(printed[p.name].sum(), autograd_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if FORMULAS[n].learnable])
+def test_float64_gradcheck_of_learnable_parameters(name):
+    formula = FORMULAS[name]
+    x = sample(64).requires_grad_()
+    params = [torch.tensor(p.default + 0.1, dtype=torch.float64, requires_grad=True)
+              for p in formula.params]
+    assert torch.autograd.gradcheck(lambda x, *ps: formula.reference(x, *ps), (x, *params))
+
+
+def test_learnable_parameters_train_and_fixed_ones_do_not():
+    swish = ACTS.get("swish").create()
+    elu = ACTS.get("elu").create(alpha=0.5)
+    assert [n for n, _ in swish.named_parameters()] == ["beta"]
+    assert list(elu.parameters()) == [] and elu.alpha.item() == 0.5
+    swish(torch.randn(10)).sum().backward()
+    assert swish.beta.grad is not None and swish.beta.grad.item() != 0
+
+
+def test_an_unknown_parameter_is_a_one_line_error():
+    with pytest.raises(ZooError, match="swish has no parameter gamma .its parameters: beta."):
+        ACTS.get("swish").create(gamma=2.0)
+
+
+def test_a_declaration_with_an_unknown_symbol_is_refused():
+    with pytest.raises(ValueError, match="unknown symbols"):
+        ElementwiseFormula("bad", "x * y")
+    with pytest.raises(ValueError, match="needs its asymptotic form"):
+        ElementwiseFormula("bad", "exp(x)", domain=(None, 10))
+
+
+def test_guards_give_exact_zeros_far_outside_the_domain():
+    golu = FORMULAS["golu"]
+    x = torch.tensor([-1e4, -21.0], requires_grad=True)
+    golu.reference(x).sum().backward()
+    assert torch.equal(x.grad, torch.zeros(2))
+    assert torch.equal(golu.derivative(x.detach())["x"], torch.zeros(2))
+
+
+def test_every_formula_is_a_registered_activation_with_its_formula_text():
+    for name, formula in FORMULAS.items():
+        entry = ACTS.get(name)
+        assert entry.formula == formula.formula_text()
+        assert entry.defaults == {p.name: p.default for p in formula.params}
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_generated_cuda_source_compiles_with_nvcc(tmp_path):
+    source = tmp_path / "zoo_activations.cu"
+    source.write_text(module_source(FORMULAS.values()))
+    result = subprocess.run(
+        ["nvcc", "-std=c++17", "-arch=sm_80", "-c", str(source), "-o", str(tmp_path / "k.o")],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    symbols = subprocess.run(["nm", str(tmp_path / "k.o")], capture_output=True, text=True).stdout
+    for name in NAMES:
+        for direction in ("fwd", "bwd"):
+            for dtype in ("f32", "f16", "bf16"):
+                assert f"zoo_{name}_{direction}_{dtype}" in symbols
+
+
+def test_without_cuda_the_reference_runs():
+    assert not runtime.can_launch(torch.randn(3))
+
+
+# --- on a GPU: the kernels against the reference ---------------------------------------------
+
+TOLERANCE = {torch.float32: (1e-5, 1e-5), torch.float16: (1e-2, 1e-2),
+             torch.bfloat16: (2e-2, 2e-2)}
+
+
+@pytest.mark.skipif(not GPU, reason="needs CUDA and CuPy")
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", list(TOLERANCE))
+@pytest.mark.parametrize("shape", [(0,), (1,), (1000,), (33, 65), (4, 8, 257)])
+def test_kernel_matches_reference_forward_and_backward(name, dtype, shape):
+    formula = FORMULAS[name]
+    act = ACTS.get(name).create().cuda()
+    x = (torch.randn(shape, device="cuda") * 3).to(dtype)
+    if len(shape) > 1:
+        x = x.transpose(0, -1)  # non-contiguous input
+    x_ref = x.detach().float().requires_grad_()
+    x_ker = x.detach().requires_grad_()
+    params = [getattr(act, p.name) for p in formula.params]
+    y_ref = formula.reference(x_ref, *[p.float() for p in params])
+    y_ker = act(x_ker)
+    assert runtime.can_launch(x_ker) and y_ker.dtype == dtype
+    rtol, atol = TOLERANCE[dtype]
+    torch.testing.assert_close(y_ker.float(), y_ref, rtol=rtol, atol=atol)
+    grad = torch.randn_like(y_ref)
+    ref_grads = torch.autograd.grad(y_ref, [x_ref, *params], grad, allow_unused=True)
+    ker_grads = torch.autograd.grad(y_ker, [x_ker, *params], grad.to(dtype), allow_unused=True)
+    torch.testing.assert_close(ker_grads[0].float(), ref_grads[0], rtol=rtol, atol=atol)
+    for ref_g, ker_g, p in zip(ref_grads[1:], ker_grads[1:], formula.params):
+        if p.learnable:
+            torch.testing.assert_close(ker_g.float(), ref_g.float(), rtol=1e-3, atol=1e-3)

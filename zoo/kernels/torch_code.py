@@ -1,0 +1,75 @@
+"""sympy expression -> a PyTorch function, by printing Python source that calls torch ops.
+
+Only the functions activation formulas use are supported; anything else fails at declaration time
+(not in the middle of a training run) with the name of the unsupported function.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import sympy as sp
+import torch
+
+_FUNCTIONS = {
+    sp.exp: "torch.exp", sp.log: "torch.log", sp.tanh: "torch.tanh", sp.sin: "torch.sin",
+    sp.cos: "torch.cos", sp.atan: "torch.atan", sp.asin: "torch.asin", sp.erf: "torch.erf",
+    sp.erfc: "torch.erfc", sp.Abs: "torch.abs", sp.sign: "torch.sign", sp.cosh: "torch.cosh",
+    sp.sinh: "torch.sinh",
+}
+
+
+def _step(a: torch.Tensor) -> torch.Tensor:
+    """Heaviside step with H(0) = 0, the convention of PyTorch's own relu gradient."""
+    return (a > 0).to(a.dtype)
+
+
+def _maximum(a, b):
+    return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
+
+
+def _minimum(a, b):
+    return torch.minimum(torch.as_tensor(a), torch.as_tensor(b))
+
+
+_HELPERS = {"torch": torch, "_step": _step, "_maximum": _maximum, "_minimum": _minimum}
+
+
+def to_torch_source(expr: sp.Expr) -> str:
+    name = type(expr).__name__
+    if name in ("sigmoid", "softplus"):  # zoo's stable functions (zoo.kernels.formula)
+        return f"torch.nn.functional.{name}({to_torch_source(expr.args[0])})"
+    if isinstance(expr, sp.Symbol):
+        return expr.name
+    if expr.is_number:  # constants such as sqrt(2 / pi) are folded to one float
+        return repr(float(expr))
+    if isinstance(expr, sp.Add):
+        return "(" + " + ".join(to_torch_source(a) for a in expr.args) + ")"
+    if isinstance(expr, sp.Mul):
+        return "(" + " * ".join(to_torch_source(a) for a in expr.args) + ")"
+    if isinstance(expr, sp.Pow):
+        base, exponent = expr.args
+        if exponent == sp.Rational(1, 2):
+            return f"torch.sqrt({to_torch_source(base)})"
+        if exponent == -1:
+            return f"(1.0 / {to_torch_source(base)})"
+        return f"({to_torch_source(base)} ** {to_torch_source(exponent)})"
+    if isinstance(expr, sp.Heaviside):
+        return f"_step({to_torch_source(expr.args[0])})"
+    if isinstance(expr, (sp.Max, sp.Min)):
+        helper = "_maximum" if isinstance(expr, sp.Max) else "_minimum"
+        args = [to_torch_source(a) for a in expr.args]
+        code = args[0]
+        for arg in args[1:]:
+            code = f"{helper}({code}, {arg})"
+        return code
+    if isinstance(expr, sp.Function) and type(expr) in _FUNCTIONS:
+        return f"{_FUNCTIONS[type(expr)]}({', '.join(to_torch_source(a) for a in expr.args)})"
+    raise ValueError(f"no PyTorch translation for {type(expr).__name__} in {expr}")
+
+
+def to_torch_function(expr: sp.Expr, symbols: Sequence[sp.Symbol]) -> Callable[..., torch.Tensor]:
+    """A function of tensors named like `symbols` (positional) evaluating `expr` elementwise."""
+    args = ", ".join(s.name for s in symbols)
+    source = f"lambda {args}: {to_torch_source(expr)}"
+    return eval(source, dict(_HELPERS))  # noqa: S307 - the source is generated from sympy above
