@@ -110,3 +110,17 @@ def test_leaderboard_renders_the_runs_trained_from_the_cli(capsys, tmp_path):
     page = (tmp_path / "leaderboards" / "digits-resnet.md").read_text()
     assert "| golu | default | none |" in page and "| 2 |" in page
     assert "Seeds:** 0, 1" in page and "train_subset=64" in page
+
+
+def test_bench_kernels_times_reference_and_native_ops_and_writes_the_table(tmp_path):
+    from zoo.harness.kernel_bench import bench_kernels
+
+    out = tmp_path / "kernels.md"
+    rows = bench_kernels(["golu", "gelu"], numel=4096, device="cpu", min_run_time=0.01, out=out)
+    impls = {(r["act"], r["impl"]) for r in rows}
+    assert impls == {("golu", "reference"), ("gelu", "reference"), ("gelu", "native")}
+    assert all(r["fwd_ms"] > 0 and r["fwdbwd_gbps"] > 0 for r in rows)
+    reference = next(r for r in rows if r["impl"] == "reference" and r["act"] == "gelu")
+    assert reference["speedup_vs_reference"] == 1.0
+    page = out.read_text()
+    assert "| gelu | native |" in page and "copy bandwidth" in page

@@ -93,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=int, default=2, help="timed epochs per repetition")
     b.add_argument("--repeats", type=int, default=5, help="alternating repetitions of each loop")
     b.add_argument("--device", default="auto")
+    k = bench.add_parser("kernels", parents=[plugin],
+                         help="activation kernels against their reference, torch.compile and "
+                              "native ops")
+    k.add_argument("acts", nargs="*", help="activations (default: every formula activation)")
+    k.add_argument("--numel", type=int, help="elements (default 2^26 on GPU, 2^20 on CPU)")
+    k.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="default bfloat16 on GPU, float32 on CPU")
+    k.add_argument("--device", default="auto")
+    k.add_argument("--compile", action="store_true", help="also time torch.compile of the reference")
+    k.add_argument("--write", action="store_true", help="write leaderboards/kernels.md")
     return parser
 
 
@@ -203,6 +213,16 @@ def cmd_leaderboard(args) -> int:
 def cmd_bench(args) -> int:
     from zoo.harness.bench import bench_harness
 
+    if args.target == "kernels":
+        import torch
+
+        from zoo.harness.kernel_bench import bench_kernels
+
+        if args.numel is not None and args.numel <= 0:
+            raise ZooError(f"--numel must be positive, got {args.numel}")
+        bench_kernels(args.acts or None, numel=args.numel, device=args.device,
+                      dtype=getattr(torch, args.dtype) if args.dtype else None,
+                      compile=args.compile, out=Path("leaderboards/kernels.md") if args.write else None)
     if args.target == "harness":
         bench_harness(args.arch, act=args.act, dataset=args.dataset, batch_size=args.batch_size,
                       epochs=args.epochs, repeats=args.repeats, device=args.device)

@@ -45,8 +45,10 @@ def act_layer_for(name: str, **params) -> Callable[..., Activation]:
 
     entry = ACTS.get(name)
 
-    def make(inplace: bool = False, **_ignored) -> Activation:
-        return entry.create(inplace=inplace, **params)
+    def make(inplace: bool = False, **overrides) -> Activation:
+        # An architecture may override a parameter per layer (KAT starts its first rational
+        # layer as the identity); everything else comes from the user's --act-param.
+        return entry.create(inplace=inplace, **{**params, **overrides})
 
     make.__name__ = f"zoo_{name}"
     make.act_name = name  # type: ignore[attr-defined]
@@ -82,3 +84,29 @@ class FormulaActivation(Activation):
         values = [getattr(self, p.name) for p in self.formula.params]
         params = torch.stack(values) if values else x.new_zeros(0, dtype=torch.float32)
         return apply_formula(self.formula, x, params)
+
+
+class GroupRational(Activation):
+    """KAT's group-rational activation (zoo.kernels.rational): learnable P5/Q4 coefficients
+    shared by `groups` slices of the channels (the last dim, or dim 1 of an NCHW map)."""
+
+    def __init__(self, groups: int = 8, init: str = "gelu", inplace: bool = False):
+        from zoo.errors import ZooError
+        from zoo.kernels.rational import INITS, group_rational
+
+        if init not in INITS:
+            raise ZooError(f"rational init must be one of {', '.join(INITS)}, got '{init}'")
+        if int(groups) != groups or groups < 1:
+            raise ZooError(f"rational groups must be a positive whole number, got {groups}")
+        super().__init__("rational", group_rational, inplace=inplace)
+        a, b = INITS[init]
+        self.groups, self.init = int(groups), init
+        self.a = nn.Parameter(torch.tensor(a).repeat(self.groups, 1))
+        self.b = nn.Parameter(torch.tensor(b).repeat(self.groups, 1))
+        self.params = {"groups": self.groups, "init": init}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channel_dim = 1 if x.ndim == 4 else -1
+        compute = x.float() if x.dtype in _LOW_PRECISION else x
+        y = self.fn(compute, self.a, self.b, channel_dim=channel_dim)
+        return y.to(x.dtype)

@@ -34,6 +34,7 @@ def small_vit(
     mlp_ratio: float = 2.0,
     patch_size: int | None = None,
     drop_path_rate: float = 0.0,
+    mlp_layer: type[nn.Module] | None = None,
 ) -> nn.Module:
     height, width = image_size
     patch = patch_size or vit_patch_size(min(height, width))
@@ -50,7 +51,37 @@ def small_vit(
         mlp_ratio=mlp_ratio,
         drop_path_rate=drop_path_rate,
         act_layer=act_layer,
+        **({"mlp_layer": mlp_layer} if mlp_layer is not None else {}),
     )
+
+
+class KATMlp(nn.Module):
+    """KAT's GR-KAN MLP: rational -> fc1 -> rational -> fc2. The first rational starts as the
+    identity, the second as GELU, so at initialization the block computes the ViT's own MLP
+    (up to the GELU fit's error)."""
+
+    def __init__(self, in_features: int, hidden_features: int | None = None,
+                 out_features: int | None = None, act_layer: Callable[..., nn.Module] = None,
+                 bias: bool = True, drop: float = 0.0, **_timm_options):
+        super().__init__()
+        hidden_features = hidden_features or in_features
+        self.act1 = act_layer(init="identity")
+        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+        self.act2 = act_layer(init="gelu")
+        self.drop = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_features, out_features or in_features, bias=bias)
+
+    def forward(self, x):
+        return self.fc2(self.drop(self.act2(self.fc1(self.act1(x)))))
+
+
+def small_kat(*, act_layer: Callable[..., nn.Module], **vit_options) -> nn.Module:
+    """The `vit` with every MLP replaced by GR-KAN layers (Kolmogorov-Arnold Transformer)."""
+    from zoo.errors import ZooError
+
+    if getattr(act_layer, "act_name", None) != "rational":
+        raise ZooError("kat is built from group-rational layers: use --act rational (its default)")
+    return small_vit(act_layer=act_layer, mlp_layer=KATMlp, **vit_options)
 
 
 def small_resnet(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 from zoo.kernels.formula import ElementwiseFormula, Param
-from zoo.models.activation import FormulaActivation
+from zoo.models.activation import FormulaActivation, GroupRational
 from zoo.registry import ACTS
 
 FORMULAS: dict[str, ElementwiseFormula] = {}
@@ -130,3 +130,15 @@ register_formula(_f("elephant", "1 / (1 + Abs(x / a)**d)", [("a", 1.0), ("d", 4.
                  note="a=1, d=4 are zoo's defaults",
                  paper=("Elephant Neural Networks: Born to Be a Continual Learner", "2310.01365"))
 
+
+# --- group-rational (not elementwise-scalar: coefficients per channel group) ----------------------
+ACTS.register(
+    "rational",
+    summary="KAT's group-rational activation: learnable P5/Q4 per channel group",
+    formula="(a0 + a1 x + ... + a5 x^5) / (1 + |b1| |x| + ... + |b4| |x|^4), (a, b) shared by "
+            "each of `groups` channel groups; Horner evaluation",
+    paper=("Kolmogorov-Arnold Transformer", "2409.10594"),
+    defaults={"groups": 8, "init": "gelu"}, tags=("learnable", "rational", "kan"),
+    learnable="a (groups x 6), b (groups x 4)",
+    note="inits identity, gelu, silu were fitted for exactly this formula (MSE < 1e-4 on [-3, 3])",
+)(GroupRational)

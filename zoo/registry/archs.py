@@ -7,7 +7,7 @@ defaults `zoo train` uses when a flag is not given.
 
 from __future__ import annotations
 
-from zoo.models.timm_models import small_resnet, small_vit
+from zoo.models.timm_models import small_kat, small_resnet, small_vit
 from zoo.registry import ARCHS
 
 ARCHS.register(
@@ -31,3 +31,13 @@ ARCHS.register(
     default_act="relu",
     recipe={"epochs": 15, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 1},
 )(small_resnet)
+
+ARCHS.register(
+    "kat",
+    summary="Kolmogorov-Arnold Transformer: the vit with GR-KAN (group-rational) MLPs",
+    paper=("Kolmogorov-Arnold Transformer", "2409.10594"),
+    tags=("image", "transformer", "timm", "kan"),
+    default_act="rational",
+    recipe={"epochs": 50, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.3, "warmup_epochs": 2,
+            "label_smoothing": 0.1},
+)(small_kat)

@@ -1,0 +1,138 @@
+"""`zoo bench kernels`: every formula activation, forward and forward+backward, timed against
+(a) its PyTorch reference in eager mode, (b) `torch.compile` of that reference (optional: slow to
+compile on a CPU), (c) PyTorch's native op where one exists. Timings use torch.utils.benchmark
+(which synchronizes CUDA); GB/s counts the bytes each pass must move at least (forward: read x,
+write y; forward+backward: that plus read x and grad_y, write grad_x), and on a GPU the fraction
+of the copy bandwidth measured in the same run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch.utils.benchmark import Timer
+
+from zoo.harness import environment
+from zoo.harness.atomic import atomic_write_text
+from zoo.harness.train import resolve_device
+from zoo.kernels import runtime
+from zoo.registry import ACTS
+from zoo.registry.acts import FORMULAS
+
+NATIVE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu, "mish": F.mish, "elu": F.elu, "selu": F.selu, "softplus": F.softplus,
+    "leaky_relu": F.leaky_relu,
+}
+
+
+@dataclass
+class Timing:
+    fwd_s: float
+    fwdbwd_s: float
+
+
+def _seconds(fn: Callable[[], object], min_run_time: float) -> float:
+    return Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+
+
+def time_impl(fn, x: torch.Tensor, min_run_time: float) -> Timing:
+    x_grad = x.detach().clone().requires_grad_()
+    grad_y = torch.ones_like(x)
+
+    def fwdbwd():
+        (y,) = (fn(x_grad),)
+        torch.autograd.backward(y, grad_y)
+        x_grad.grad = None
+
+    with torch.no_grad():
+        fwd = _seconds(lambda: fn(x), min_run_time)
+    return Timing(fwd, _seconds(fwdbwd, min_run_time))
+
+
+def copy_bandwidth(x: torch.Tensor, min_run_time: float) -> float:
+    """Bytes/s of `y.copy_(x)`: read + write, the ceiling for an elementwise kernel."""
+    y = torch.empty_like(x)
+    return 2 * x.numel() * x.element_size() / _seconds(lambda: y.copy_(x), min_run_time)
+
+
+def bench_kernels(names: list[str] | None = None, numel: int | None = None,
+                  dtype: torch.dtype | None = None, device: str = "auto", compile: bool = False,
+                  min_run_time: float = 0.2, out: Path | None = None,
+                  console: Console | None = None) -> list[dict]:
+    console = console or Console()
+    dev = resolve_device(device)
+    numel = numel or (2**26 if dev.type == "cuda" else 2**20)
+    dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    names = names or sorted(FORMULAS)
+    for name in names:
+        ACTS.get(name)
+    x = (torch.randn(numel, device=dev) * 3).to(dtype)
+    nbytes = x.element_size() * numel
+    copy_bps = copy_bandwidth(x, min_run_time)
+    rows = []
+    for name in names:
+        formula = FORMULAS[name]
+        module = ACTS.get(name).create().to(dev)
+        params = [getattr(module, p.name).detach().to(dtype) for p in formula.params]
+
+        def reference(t, formula=formula, params=params):
+            return formula.reference(t, *params)
+
+        impls = {"reference": reference}
+        if runtime.can_launch(x):
+            impls["zoo kernel"] = module
+        if compile:
+            impls["torch.compile"] = torch.compile(reference)
+        if name in NATIVE:
+            impls["native"] = NATIVE[name]
+        timings = {label: time_impl(fn, x, min_run_time) for label, fn in impls.items()}
+        for label, t in timings.items():
+            rows.append({
+                "act": name, "impl": label, "fwd_ms": t.fwd_s * 1e3, "fwdbwd_ms": t.fwdbwd_s * 1e3,
+                "fwd_gbps": 2 * nbytes / t.fwd_s / 1e9, "fwdbwd_gbps": 5 * nbytes / t.fwdbwd_s / 1e9,
+                "fwdbwd_copy_fraction": (5 * nbytes / t.fwdbwd_s) / copy_bps,
+                "speedup_vs_reference": timings["reference"].fwdbwd_s / t.fwdbwd_s,
+            })
+    header = (f"{environment.device_name(dev)}, {numel:,} elements of {str(dtype).replace('torch.', '')}, "
+              f"copy bandwidth {copy_bps / 1e9:.1f} GB/s, torch {torch.__version__}")
+    _print(rows, header, console)
+    if out is not None:
+        atomic_write_text(out, render_markdown(rows, header))
+        console.print(f"wrote {out}")
+    return rows
+
+
+def _print(rows: list[dict], header: str, console: Console) -> None:
+    table = Table(title=f"activation kernels: {header}", title_justify="left")
+    for column in ("act", "impl", "fwd ms", "fwd+bwd ms", "fwd+bwd GB/s", "of copy bw",
+                   "vs reference"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["act"], r["impl"], f"{r['fwd_ms']:.3f}", f"{r['fwdbwd_ms']:.3f}",
+                      f"{r['fwdbwd_gbps']:.1f}", f"{r['fwdbwd_copy_fraction']:.0%}",
+                      f"{r['speedup_vs_reference']:.2f}x")
+    console.print(table)
+
+
+def render_markdown(rows: list[dict], header: str) -> str:
+    lines = ["# Activation kernels", "",
+             "Generated by `zoo bench kernels --write`; do not edit by hand.", "",
+             f"**Measured on:** {header}.", "",
+             "Median times from torch.utils.benchmark. GB/s counts the minimum bytes moved "
+             "(forward: x in, y out; forward+backward: 5 tensors); `of copy bw` is that rate "
+             "over the device's `copy_` bandwidth in the same run; `vs reference` is the "
+             "forward+backward speed-up over the eager PyTorch reference.", "",
+             "| act | impl | fwd (ms) | fwd+bwd (ms) | fwd+bwd GB/s | of copy bw | vs reference |",
+             "|:---|:---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['act']} | {r['impl']} | {r['fwd_ms']:.3f} | {r['fwdbwd_ms']:.3f} | "
+                     f"{r['fwdbwd_gbps']:.1f} | {r['fwdbwd_copy_fraction']:.0%} | "
+                     f"{r['speedup_vs_reference']:.2f}x |")
+    return "\n".join(lines) + "\n"
