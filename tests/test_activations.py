@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from zoo.errors import ZooError
 from zoo.registry import ACTS
 
 NAMES = ACTS.names()
@@ -75,3 +76,9 @@ def test_activations_accept_inplace_without_modifying_their_input():
     for name in NAMES:
         make(name, inplace=True)(x)
     assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_unknown_parameter_is_a_one_line_error_naming_the_real_ones(name):
+    with pytest.raises(ZooError, match=f"{name} has no parameter bogus .its parameters: "):
+        ACTS.get(name).create(bogus=1.0)

@@ -90,10 +90,13 @@ class GroupRational(Activation):
     """KAT's group-rational activation (zoo.kernels.rational): learnable P5/Q4 coefficients
     shared by `groups` slices of the channels (the last dim, or dim 1 of an NCHW map)."""
 
-    def __init__(self, groups: int = 8, init: str = "gelu", inplace: bool = False):
+    def __init__(self, groups: int = 8, init: str = "gelu", inplace: bool = False, **unknown):
         from zoo.errors import ZooError
         from zoo.kernels.rational import INITS, group_rational
 
+        if unknown:
+            raise ZooError(f"rational has no parameter {', '.join(sorted(unknown))} "
+                           "(its parameters: groups, init)")
         if init not in INITS:
             raise ZooError(f"rational init must be one of {', '.join(INITS)}, got '{init}'")
         if int(groups) != groups or groups < 1:
