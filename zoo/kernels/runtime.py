@@ -42,14 +42,15 @@ def can_launch(x: torch.Tensor) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _module(source: str, digest: str):
+def compiled(source: str, digest: str):
+    """The CuPy module for `source` (one per process; NVRTC's own cache is on disk)."""
     cupy = cupy_or_none()
     return cupy.RawModule(code=source, options=("--std=c++17",), name_expressions=None)
 
 
 def module_for(formula: ElementwiseFormula):
     source = PRELUDE + cuda_source(formula)
-    return _module(source, hashlib.sha256(source.encode()).hexdigest())
+    return compiled(source, hashlib.sha256(source.encode()).hexdigest())
 
 
 def _grid(n: int, device: torch.device) -> int:

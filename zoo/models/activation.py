@@ -92,7 +92,8 @@ class GroupRational(Activation):
 
     def __init__(self, groups: int = 8, init: str = "gelu", inplace: bool = False, **unknown):
         from zoo.errors import ZooError
-        from zoo.kernels.rational import INITS, group_rational
+        from zoo.kernels.rational import INITS
+        from zoo.kernels.rational_cuda import apply_group_rational
 
         if unknown:
             raise ZooError(f"rational has no parameter {', '.join(sorted(unknown))} "
@@ -101,7 +102,7 @@ class GroupRational(Activation):
             raise ZooError(f"rational init must be one of {', '.join(INITS)}, got '{init}'")
         if int(groups) != groups or groups < 1:
             raise ZooError(f"rational groups must be a positive whole number, got {groups}")
-        super().__init__("rational", group_rational, inplace=inplace)
+        super().__init__("rational", apply_group_rational, inplace=inplace)
         a, b = INITS[init]
         self.groups, self.init = int(groups), init
         self.a = nn.Parameter(torch.tensor(a).repeat(self.groups, 1))
@@ -109,7 +110,4 @@ class GroupRational(Activation):
         self.params = {"groups": self.groups, "init": init}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channel_dim = 1 if x.ndim == 4 else -1
-        compute = x.float() if x.dtype in _LOW_PRECISION else x
-        y = self.fn(compute, self.a, self.b, channel_dim=channel_dim)
-        return y.to(x.dtype)
+        return self.fn(x, self.a, self.b, channel_dim=1 if x.ndim == 4 else -1)
