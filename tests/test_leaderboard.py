@@ -200,6 +200,16 @@ def test_runs_of_different_protocols_are_not_mixed(tmp_path):
     assert "lr=0.1" in by_id[protocol_id(fast)]
 
 
+def test_runs_that_set_an_activation_parameter_are_a_variant_of_their_own(tmp_path):
+    exact = [make_run(f"e{s}", seed=s, acc=0.9) for s in range(2)]
+    few = [make_run(f"f{s}", seed=s, acc=0.8) for s in range(2)]
+    for run in few:
+        run.config = {**CONFIG, "act_params": {"backward_bits": 2.0}}
+    text = render_one(tmp_path, exact + few)
+    assert "| gelu | default | fp32 | 90.00 ± 0.00 | 2 |" in text
+    assert "| gelu(backward_bits=2) | default | fp32 | 80.00 ± 0.00 | 2 |" in text
+
+
 def test_diverged_runs_are_reported_not_averaged(tmp_path):
     runs = [
         make_run("gelu-0", seed=0, acc=0.90),

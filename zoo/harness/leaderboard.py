@@ -97,7 +97,20 @@ def _metric_values(runs: Iterable[RunRecord], key: str) -> list[float]:
 
 
 def _variant(run: RunRecord) -> tuple[str, str, str]:
-    return (run.act, run.init, run.quant)
+    """(act, init, quant), each with the parameters the run set, e.g. `gelu(backward_bits=2)`:
+    runs that differ in a parameter are different variants."""
+    return tuple(_with_params(name, run.config.get(f"{kind}_params"))
+                 for kind, name in (("act", run.act), ("init", run.init), ("quant", run.quant)))
+
+
+def _with_params(name: str, params: Any) -> str:
+    if not isinstance(params, Mapping) or not params:
+        return name
+    def show(value: Any) -> str:
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return f"{value:g}" if is_number else format_value(value)
+
+    return f"{name}({', '.join(f'{k}={show(params[k])}' for k in sorted(params))})"
 
 
 def _group(runs: Iterable[RunRecord], key: Any) -> dict[Any, list[RunRecord]]:

@@ -60,16 +60,19 @@ class FormulaActivation(Activation):
     formula's PyTorch reference elsewhere. Learnable parameters are `nn.Parameter`s (one scalar
     each); fixed ones are non-persistent buffers so they follow the module across devices."""
 
-    def __init__(self, formula, inplace: bool = False, **values: float):
+    def __init__(self, formula, inplace: bool = False, backward_bits: float | None = None,
+                 **values: float):
+        from zoo.errors import ZooError
+
         unknown = set(values) - {p.name for p in formula.params}
         if unknown:
-            from zoo.errors import ZooError
-
             known = ", ".join(p.name for p in formula.params) or "none"
             raise ZooError(f"{formula.name} has no parameter {', '.join(sorted(unknown))} "
-                           f"(its parameters: {known})")
+                           f"(its parameters: {known}; any elementwise activation also takes "
+                           "backward_bits)")
         super().__init__(formula.name, formula.reference, inplace=inplace)
         self.formula = formula
+        self.backward_bits = _check_backward_bits(formula, backward_bits)
         for p in formula.params:
             value = torch.tensor(float(values.get(p.name, p.default)))
             if p.learnable:
@@ -77,13 +80,39 @@ class FormulaActivation(Activation):
             else:
                 self.register_buffer(p.name, value, persistent=False)
         self.params = {p.name: float(values.get(p.name, p.default)) for p in formula.params}
+        if self.backward_bits:
+            self.params["backward_bits"] = self.backward_bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from zoo.kernels.autograd import apply_formula
 
         values = [getattr(self, p.name) for p in self.formula.params]
         params = torch.stack(values) if values else x.new_zeros(0, dtype=torch.float32)
+        if self.backward_bits and x.requires_grad and torch.is_grad_enabled():
+            from zoo.kernels.fewbit import FewBitBackward, approximation_for
+
+            fixed = tuple(float(getattr(self, p.name)) for p in self.formula.params)
+            approximation = approximation_for(self.formula, fixed, self.backward_bits)
+            return FewBitBackward.apply(
+                x, lambda v: apply_formula(self.formula, v, params), approximation,
+                self.backward_bits)
         return apply_formula(self.formula, x, params)
+
+
+def _check_backward_bits(formula, bits: float | None) -> int | None:
+    """None or 0: exact backward. 1-4: few-bit backward, for activations without learnable
+    parameters (a parameter's gradient needs x itself, which few-bit backward does not keep)."""
+    from zoo.errors import ZooError
+
+    if bits is None or bits == 0:
+        return None
+    if bits not in (1, 2, 3, 4):
+        raise ZooError(f"backward_bits must be 1, 2, 3 or 4 (0 for the exact backward), got {bits}")
+    if formula.learnable:
+        names = ", ".join(p.name for p in formula.learnable)
+        raise ZooError(f"{formula.name} has learnable parameters ({names}): few-bit backward "
+                       "keeps no input to compute their gradients")
+    return int(bits)
 
 
 class GroupRational(Activation):
