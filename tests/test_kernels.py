@@ -91,19 +91,73 @@ def test_every_formula_is_a_registered_activation_with_its_formula_text():
         assert entry.defaults == {p.name: p.default for p in formula.params}
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
-def test_generated_cuda_source_compiles_with_nvcc(tmp_path):
-    source = tmp_path / "zoo_activations.cu"
-    source.write_text(module_source(FORMULAS.values()))
-    result = subprocess.run(
-        ["nvcc", "-std=c++17", "-arch=sm_80", "-c", str(source), "-o", str(tmp_path / "k.o")],
-        capture_output=True, text=True, timeout=600)
+# Points where the generated C is run on the host: a spread around 0 plus the guarded far range.
+HOST_POINTS = [float(v) for v in sample(97, dtype=torch.float32)] + [-1e4, -50.0, -20.5, 0.0,
+                                                                     20.5, 50.0, 1e4]
+
+
+def host_program() -> str:
+    """The module source plus a main() that prints, for every formula and point, the generated
+    value, d/dx and d/dparam of each learnable parameter, evaluated by the same __host__ __device__ functions the kernels
+    call."""
+    lines = ["#include <cstdio>", module_source(FORMULAS.values()), "int main() {",
+             f"    const float xs[] = {{{', '.join(f'{v!r}f' for v in HOST_POINTS)}}};"]
+    for name in NAMES:
+        formula = FORMULAS[name]
+        values = ", ".join(f"{float(p.default)!r}f" for p in formula.params) or "0.0f"
+        n = max(1, len(formula.params))
+        lines += [
+            f"    {{ const float p[] = {{{values}}};",
+            f"      for (float x : xs) {{ float acc[{n}] = {{0.0f}};",
+            f"        const float y = {name}_value(x, p), g = {name}_grad(x, 1.0f, p, acc);",
+            f'        printf("{name} %.9g %.9g", y, g);',
+            f'        for (int k = 0; k < {len(formula.learnable)}; ++k) printf(" %.9g", acc[k]);',
+            '        printf("\\n"); } }',
+        ]
+    return "\n".join(lines + ["    return 0;", "}"])
+
+
+@pytest.fixture(scope="module")
+def nvcc_build(tmp_path_factory):
+    """The generated CUDA of every formula, compiled by nvcc into a host executable."""
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed")
+    folder = tmp_path_factory.mktemp("nvcc")
+    source, binary = folder / "zoo_activations.cu", folder / "zoo_activations"
+    source.write_text(host_program())
+    result = subprocess.run(["nvcc", "-std=c++17", "-arch=sm_80", str(source), "-o", str(binary)],
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    symbols = subprocess.run(["nm", str(tmp_path / "k.o")], capture_output=True, text=True).stdout
+    return binary
+
+
+def test_generated_cuda_source_compiles_with_nvcc(nvcc_build):
+    symbols = subprocess.run(["nm", str(nvcc_build)], capture_output=True, text=True).stdout
     for name in NAMES:
         for direction in ("fwd", "bwd"):
             for dtype in ("f32", "f16", "bf16"):
                 assert f"zoo_{name}_{direction}_{dtype}" in symbols
+
+
+def test_generated_c_computes_the_reference_on_the_host(nvcc_build):
+    """The same C the kernels run, executed on the CPU in float32, against the float64
+    reference: a printing or guard bug shows up without a GPU."""
+    output = subprocess.run([str(nvcc_build)], capture_output=True, text=True, check=True).stdout
+    rows: dict[str, list[list[float]]] = {}
+    for line in output.splitlines():
+        name, *numbers = line.split()
+        rows.setdefault(name, []).append([float(v) for v in numbers])
+    x = torch.tensor(HOST_POINTS, dtype=torch.float64)
+    for name in NAMES:
+        formula = FORMULAS[name]
+        got = torch.tensor(rows[name], dtype=torch.float64)
+        params = [torch.tensor(float(p.default), dtype=torch.float64) for p in formula.params]
+        derivative = formula.derivative(x, *params)
+        expected = [formula.reference(x, *params), derivative["x"],
+                    *(derivative[p.name] for p in formula.learnable)]
+        for column, want in enumerate(expected):
+            torch.testing.assert_close(got[:, column], want, rtol=2e-4, atol=2e-4,
+                                       msg=lambda m: f"{name}, column {column}: {m}")
 
 
 def test_without_cuda_the_reference_runs():

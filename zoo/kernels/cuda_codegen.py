@@ -2,13 +2,15 @@
 
 One source per formula, three dtypes each (float, half, bfloat16; math always in float):
 
-    zoo_<name>_fwd_<dtype>(const T* x, T* y, const float* params, long long n)
+    zoo_<name>_fwd_<dtype>(const T* x, T* y, const float* params, long long n, int vectorized)
     zoo_<name>_bwd_<dtype>(const T* x, const T* grad_y, T* grad_x, const float* params,
-                           float* param_partials, long long n)
+                           float* param_partials, long long n, int vectorized)
 
-The backward also computes the gradient of every parameter: each thread accumulates in
+`vectorized` (every pointer 16-byte aligned) turns on 16-byte loads and stores.
+
+The backward also computes the gradient of every learnable parameter: each thread accumulates in
 registers, the block reduces with warp shuffles and shared memory, and one partial per block and
-parameter is written to `param_partials[block * P + k]`; the host sums those (a second, tiny
+learnable parameter is written to `param_partials[block * L + k]`; the host sums those (a second, tiny
 reduction). There is no global atomic per element.
 """
 
@@ -38,12 +40,17 @@ template <> __device__ __forceinline__ __half zoo_store<__half>(float v) { retur
 template <> __device__ __forceinline__ __nv_bfloat16 zoo_store<__nv_bfloat16>(float v) {
     return __float2bfloat16_rn(v);
 }
-__device__ __forceinline__ float zoo_step(float v) { return v > 0.0f ? 1.0f : 0.0f; }
+// 16 bytes of T: one vectorized load or store.
+template <typename T, int V> struct alignas(16) ZooVec { T v[V]; };
+
+__host__ __device__ __forceinline__ float zoo_step(float v) { return v > 0.0f ? 1.0f : 0.0f; }
 // Overflow-free forms, matching torch.sigmoid and torch.nn.functional.softplus (threshold 20).
-__device__ __forceinline__ float zoo_sigmoid(float v) {
+__host__ __device__ __forceinline__ float zoo_sigmoid(float v) {
     return v >= 0.0f ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v));
 }
-__device__ __forceinline__ float zoo_softplus(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+__host__ __device__ __forceinline__ float zoo_softplus(float v) {
+    return v > 20.0f ? v : log1pf(expf(v));
+}
 
 // Sum of `value` over the block; the result is valid in thread 0.
 __device__ __forceinline__ float zoo_block_sum(float value, float* shared) {
@@ -90,65 +97,107 @@ def _guarded(formula: ElementwiseFormula, exprs: dict[str, sp.Expr], target: str
 
 
 def cuda_source(formula: ElementwiseFormula) -> str:
-    """Kernels for one formula (without the shared prelude)."""
+    """Kernels for one formula (without the shared prelude).
+
+    The math of one element lives in two `__host__ __device__` functions, `<name>_value` and
+    `<name>_grad`, so that a CPU test can run exactly the generated C. The kernels are grid-stride
+    loops over 16-byte vectors (4 floats or 8 halves) when every pointer is 16-byte aligned, then
+    over the remaining elements one by one.
+    """
     name = formula.name.replace("-", "_")
     params = formula.params
     unpack = "".join(f"    const float {p.name} = params[{i}];\n" for i, p in enumerate(params))
     value = {r: e for r, e in formula.pieces().items() if e is not None}
     derivs = formula.derivatives
     grad_x = _guarded(formula, {r: d["x"] for r, d in derivs.items()}, "dydx")
+    # Only learnable parameters get a gradient (a fixed one's may not even be finite: d|x|^d/dd
+    # at x = 0).
+    learnable = [p for p in params if p.learnable]
     param_lines = "".join(
-        f"            {{ float g; {_guarded(formula, {r: d[p.name] for r, d in derivs.items()}, 'g')}\n"
-        f"              acc[{i}] += gy * g; }}\n" for i, p in enumerate(params))
-    n_acc = max(1, len(params))
+        f"    {{ float g; {_guarded(formula, {r: d[p.name] for r, d in derivs.items()}, 'g')}\n"
+        f"      acc[{i}] += gy * g; }}\n" for i, p in enumerate(learnable))
+    n_params, n_learnable = len(params), len(learnable)
+    n_acc = max(1, n_params)
+    load_params = (f"    float p[{n_acc}];\n"
+                   f"    for (int k = 0; k < {n_params}; ++k) p[k] = params[k];\n")
     body = f"""
 // ---- {formula.name}: {formula.formula_text()}
+__host__ __device__ __forceinline__ float {name}_value(const float x, const float* params) {{
+{unpack}    float y;
+    {_guarded(formula, value, "y")}
+    return y;
+}}
+
+// gy * dy/dx; adds gy * dy/dparam to acc[k] for the k-th learnable parameter
+__host__ __device__ __forceinline__ float {name}_grad(const float x, const float gy,
+                                                      const float* params, float* acc) {{
+{unpack}    float dydx;
+    {grad_x}
+{param_lines}    (void)acc;
+    return gy * dydx;
+}}
+
 template <typename T>
 __device__ __forceinline__ void {name}_fwd(const T* __restrict__ xs, T* __restrict__ ys,
-                                          const float* __restrict__ params, long long n) {{
-{unpack}    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)blockDim.x * gridDim.x) {{
-        const float x = zoo_load(xs[i]);
-        float y;
-        {_guarded(formula, value, "y")}
-        ys[i] = zoo_store<T>(y);
+                                          const float* __restrict__ params, long long n,
+                                          int vectorized) {{
+{load_params}    constexpr int V = 16 / sizeof(T);
+    const long long start = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    const long long n_vec = vectorized ? n / V : 0;
+    for (long long i = start; i < n_vec; i += stride) {{
+        ZooVec<T, V> xv = reinterpret_cast<const ZooVec<T, V>*>(xs)[i], yv;
+        #pragma unroll
+        for (int k = 0; k < V; ++k) yv.v[k] = zoo_store<T>({name}_value(zoo_load(xv.v[k]), p));
+        reinterpret_cast<ZooVec<T, V>*>(ys)[i] = yv;
     }}
+    for (long long i = n_vec * V + start; i < n; i += stride)
+        ys[i] = zoo_store<T>({name}_value(zoo_load(xs[i]), p));
 }}
 
 template <typename T>
 __device__ __forceinline__ void {name}_bwd(const T* __restrict__ xs, const T* __restrict__ gys,
                                           T* __restrict__ gxs, const float* __restrict__ params,
-                                          float* __restrict__ partials, long long n) {{
-{unpack}    float acc[{n_acc}] = {{0.0f}};
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-         i += (long long)blockDim.x * gridDim.x) {{
-        const float x = zoo_load(xs[i]);
-        const float gy = zoo_load(gys[i]);
-        float dydx;
-        {grad_x}
-        gxs[i] = zoo_store<T>(gy * dydx);
-{param_lines}    }}
+                                          float* __restrict__ partials, long long n,
+                                          int vectorized) {{
+{load_params}    float acc[{n_acc}];
+    for (int k = 0; k < {n_acc}; ++k) acc[k] = 0.0f;
+    constexpr int V = 16 / sizeof(T);
+    const long long start = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    const long long n_vec = vectorized ? n / V : 0;
+    for (long long i = start; i < n_vec; i += stride) {{
+        ZooVec<T, V> xv = reinterpret_cast<const ZooVec<T, V>*>(xs)[i];
+        ZooVec<T, V> gv = reinterpret_cast<const ZooVec<T, V>*>(gys)[i], out;
+        #pragma unroll
+        for (int k = 0; k < V; ++k)
+            out.v[k] = zoo_store<T>({name}_grad(zoo_load(xv.v[k]), zoo_load(gv.v[k]), p, acc));
+        reinterpret_cast<ZooVec<T, V>*>(gxs)[i] = out;
+    }}
+    for (long long i = n_vec * V + start; i < n; i += stride)
+        gxs[i] = zoo_store<T>({name}_grad(zoo_load(xs[i]), zoo_load(gys[i]), p, acc));
 """
-    if params:
+    if learnable:
         body += f"""    __shared__ float shared[32];
-    for (int k = 0; k < {len(params)}; ++k) {{
+    for (int k = 0; k < {n_learnable}; ++k) {{
         const float total = zoo_block_sum(acc[k], shared);
-        if (threadIdx.x == 0) partials[blockIdx.x * {len(params)} + k] = total;
+        if (threadIdx.x == 0) partials[blockIdx.x * {n_learnable} + k] = total;
     }}
 """
     else:
-        body += "    (void)acc; (void)partials;\n"
+        body += "    (void)partials;\n"
     body += "}\n"
     for suffix, ctype in DTYPES.items():
         body += f"""
 extern "C" __global__ void zoo_{name}_fwd_{suffix}(const {ctype}* xs, {ctype}* ys,
-                                                 const float* params, long long n) {{
-    {name}_fwd<{ctype}>(xs, ys, params, n);
+                                                 const float* params, long long n,
+                                                 int vectorized) {{
+    {name}_fwd<{ctype}>(xs, ys, params, n, vectorized);
 }}
 extern "C" __global__ void zoo_{name}_bwd_{suffix}(const {ctype}* xs, const {ctype}* gys,
                                                  {ctype}* gxs, const float* params,
-                                                 float* partials, long long n) {{
-    {name}_bwd<{ctype}>(xs, gys, gxs, params, partials, n);
+                                                 float* partials, long long n, int vectorized) {{
+    {name}_bwd<{ctype}>(xs, gys, gxs, params, partials, n, vectorized);
 }}
 """
     return body

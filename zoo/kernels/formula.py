@@ -100,7 +100,9 @@ class ElementwiseFormula:
             if expr is None:
                 continue
             wrt = {"x": X, **self.symbols}
-            out[region] = {k: _heaviside_zero_at_zero(sp.diff(expr, s)) for k, s in wrt.items()}
+            # powsimp: |u|^d sign(u) / |u| becomes |u|^(d-1) sign(u), finite at u = 0
+            out[region] = {k: sp.powsimp(_heaviside_zero_at_zero(sp.diff(expr, s)))
+                           for k, s in wrt.items()}
         return out
 
     def formula_text(self) -> str:

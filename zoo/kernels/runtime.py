@@ -72,23 +72,33 @@ def _ptr(t: torch.Tensor):
     return np.uint64(t.data_ptr())
 
 
+def _aligned(*tensors: torch.Tensor) -> np.int32:
+    """1 when every tensor starts on a 16-byte boundary (the kernels' vector width)."""
+    return np.int32(all(t.data_ptr() % 16 == 0 for t in tensors))
+
+
 def forward(formula: ElementwiseFormula, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     x = x.contiguous()
     y = torch.empty_like(x)
     if x.numel():
-        _launch(formula, "fwd", x, (_ptr(x), _ptr(y), _ptr(params), np.int64(x.numel())))
+        _launch(formula, "fwd", x, (_ptr(x), _ptr(y), _ptr(params), np.int64(x.numel()),
+                                    _aligned(x, y)))
     return y
 
 
 def backward(formula: ElementwiseFormula, x: torch.Tensor, grad_y: torch.Tensor,
              params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grad_x, grad_params): grad_params sums the per-block partials (the second reduction)."""
+    """(grad_x, grad_params): grad_params sums the per-block partials (the second reduction);
+    fixed parameters get a zero gradient."""
     x, grad_y = x.contiguous(), grad_y.contiguous().to(x.dtype)
     grad_x = torch.empty_like(x)
-    n_params = max(1, len(formula.params))
-    partials = torch.zeros((_grid(x.numel(), x.device), n_params), device=x.device,
-                           dtype=torch.float32)
+    learnable = [i for i, p in enumerate(formula.params) if p.learnable]
+    partials = torch.zeros((_grid(x.numel(), x.device), max(1, len(learnable))),
+                           device=x.device, dtype=torch.float32)
     if x.numel():
         _launch(formula, "bwd", x, (_ptr(x), _ptr(grad_y), _ptr(grad_x), _ptr(params),
-                                    _ptr(partials), np.int64(x.numel())))
-    return grad_x, partials.sum(dim=0)[: len(formula.params)]
+                                    _ptr(partials), np.int64(x.numel()),
+                                    _aligned(x, grad_y, grad_x)))
+    grad_params = torch.zeros(len(formula.params), device=x.device, dtype=torch.float32)
+    grad_params[learnable] = partials.sum(dim=0)[: len(learnable)]
+    return grad_x, grad_params
