@@ -116,11 +116,18 @@ def test_bench_kernels_times_reference_and_native_ops_and_writes_the_table(tmp_p
     from zoo.harness.kernel_bench import bench_kernels
 
     out = tmp_path / "kernels.md"
-    rows = bench_kernels(["golu", "gelu"], numel=4096, device="cpu", min_run_time=0.01, out=out)
+    rows = bench_kernels(["golu", "gelu", "rational"], numel=4096, device="cpu",
+                         min_run_time=0.01, out=out)
     impls = {(r["act"], r["impl"]) for r in rows}
-    assert impls == {("golu", "reference"), ("gelu", "reference"), ("gelu", "native")}
+    assert impls == {("golu", "reference"), ("gelu", "reference"), ("gelu", "native"),
+                     ("rational", "reference")}
     assert all(r["fwd_ms"] > 0 and r["fwdbwd_gbps"] > 0 for r in rows)
     reference = next(r for r in rows if r["impl"] == "reference" and r["act"] == "gelu")
     assert reference["speedup_vs_reference"] == 1.0
     page = out.read_text()
     assert "| gelu | native |" in page and "copy bandwidth" in page
+
+
+def test_bench_kernels_needs_whole_rows_of_channels_for_rational(capsys):
+    code = main(["bench", "kernels", "rational", "--numel", "1000", "--device", "cpu"])
+    assert_one_line_error(capsys, code, "--numel must be a multiple of 1024", "got 1,000")

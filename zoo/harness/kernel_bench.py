@@ -1,4 +1,4 @@
-"""`zoo bench kernels`: every formula activation, forward and forward+backward, timed against
+"""`zoo bench kernels`: every formula activation and the group-rational one, forward and forward+backward, timed against
 (a) its PyTorch reference in eager mode, (b) `torch.compile` of that reference (optional: slow to
 compile on a CPU), (c) PyTorch's native op where one exists. Timings use torch.utils.benchmark
 (which synchronizes CUDA); GB/s counts the bytes each pass must move at least (forward: read x,
@@ -18,10 +18,12 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.benchmark import Timer
 
+from zoo.errors import ZooError
 from zoo.harness import environment
 from zoo.harness.atomic import atomic_write_text
 from zoo.harness.train import resolve_device
 from zoo.kernels import runtime
+from zoo.kernels.rational import group_rational
 from zoo.registry import ACTS
 from zoo.registry.acts import FORMULAS
 
@@ -30,6 +32,31 @@ NATIVE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu, "mish": F.mish, "elu": F.elu, "selu": F.selu, "softplus": F.softplus,
     "leaky_relu": F.leaky_relu,
 }
+
+
+RATIONAL_CHANNELS = 1024
+
+
+def implementations(name: str, dev: torch.device, dtype: torch.dtype,
+                    compile: bool = False) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """What is timed for activation `name` at its defaults: the eager PyTorch reference,
+    `torch.compile` of it (if asked), PyTorch's native op where one exists, and zoo's fused
+    kernel when it can run on `dev`."""
+    module = ACTS.get(name).create().to(dev)
+    if name == "rational":
+        a, b = module.a.detach().to(dtype), module.b.detach().to(dtype)
+        impls = {"reference": lambda t: group_rational(t, a, b)}
+    else:
+        formula = FORMULAS[name]
+        params = [getattr(module, p.name).detach().to(dtype) for p in formula.params]
+        impls = {"reference": lambda t: formula.reference(t, *params)}
+    if runtime.can_launch(torch.empty(1, device=dev, dtype=dtype)):
+        impls["zoo kernel"] = module
+    if compile:
+        impls["torch.compile"] = torch.compile(impls["reference"])
+    if name in NATIVE:
+        impls["native"] = NATIVE[name]
+    return impls
 
 
 @dataclass
@@ -70,29 +97,21 @@ def bench_kernels(names: list[str] | None = None, numel: int | None = None,
     dev = resolve_device(device)
     numel = numel or (2**26 if dev.type == "cuda" else 2**20)
     dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-    names = names or sorted(FORMULAS)
+    names = names or [*sorted(FORMULAS), "rational"]
     for name in names:
         ACTS.get(name)
+    if "rational" in names and numel % RATIONAL_CHANNELS:
+        raise ZooError(f"--numel must be a multiple of {RATIONAL_CHANNELS} to time rational "
+                       f"(its input is (tokens, {RATIONAL_CHANNELS})), got {numel:,}")
     x = (torch.randn(numel, device=dev) * 3).to(dtype)
     nbytes = x.element_size() * numel
     copy_bps = copy_bandwidth(x, min_run_time)
     rows = []
     for name in names:
-        formula = FORMULAS[name]
-        module = ACTS.get(name).create().to(dev)
-        params = [getattr(module, p.name).detach().to(dtype) for p in formula.params]
-
-        def reference(t, formula=formula, params=params):
-            return formula.reference(t, *params)
-
-        impls = {"reference": reference}
-        if runtime.can_launch(x):
-            impls["zoo kernel"] = module
-        if compile:
-            impls["torch.compile"] = torch.compile(reference)
-        if name in NATIVE:
-            impls["native"] = NATIVE[name]
-        timings = {label: time_impl(fn, x, min_run_time) for label, fn in impls.items()}
+        impls = implementations(name, dev, dtype, compile)
+        # The group-rational activation groups the last dim: time it on (tokens, 1024 channels).
+        shaped = x.view(-1, RATIONAL_CHANNELS) if name == "rational" else x
+        timings = {label: time_impl(fn, shaped, min_run_time) for label, fn in impls.items()}
         for label, t in timings.items():
             rows.append({
                 "act": name, "impl": label, "fwd_ms": t.fwd_s * 1e3, "fwdbwd_ms": t.fwdbwd_s * 1e3,
