@@ -8,6 +8,8 @@ position embeddings and class tokens keep the architecture's default.
 
 from __future__ import annotations
 
+import copy
+import math
 
 import torch
 from torch import nn
@@ -97,3 +99,296 @@ def orthogonal(gain: float = 1.0):
     return apply
 
 
+
+
+@INITS.register(
+    "trunc_normal",
+    formula="W ~ N(0, std^2) truncated to [-2 std, 2 std]",
+    paper=("An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale "
+           "(timm's ViT default)", "2010.11929"),
+    defaults={"std": 0.02}, touches=TOUCHES, keeps=KEEPS,
+)
+def trunc_normal(std: float = 0.02):
+    _positive("trunc_normal std", std)
+
+    def apply(model: nn.Module, ctx: BuildContext) -> None:
+        _reinit(model, lambda w: nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std))
+
+    return apply
+
+
+# --- data-dependent ------------------------------------------------------------------------------
+
+@INITS.register(
+    "lsuv",
+    formula="orthogonal, then layer by layer (in forward order) W /= sqrt(Var(layer output)) "
+            "on a training batch until |Var - 1| < tol",
+    paper=("All you need is a good init", "1511.06422"),
+    defaults={"tol": 0.05, "max_iter": 10}, touches=TOUCHES,
+    keeps=KEEPS + "; normalization running statistics are reset after calibration",
+)
+def lsuv(tol: float = 0.05, max_iter: float = 10):
+    _positive("lsuv tol", tol)
+    _positive("lsuv max_iter", max_iter)
+
+    def apply(model: nn.Module, ctx: BuildContext) -> None:
+        if ctx.calibration_batch is None:
+            raise ZooError("lsuv needs a calibration batch of training data "
+                           "(zoo train and zoo probe provide one)")
+        batch = ctx.calibration_batch()
+        _reinit(model, nn.init.orthogonal_)
+        with torch.no_grad():
+            for layer in _weight_layers(model):
+                seen = {}
+                hook = layer.register_forward_hook(lambda m, i, out: seen.update(out=out))
+                try:
+                    for _ in range(int(max_iter)):
+                        model(batch)
+                        var = seen["out"].float().var().item() if "out" in seen else None
+                        if var is None or var == 0 or abs(var - 1) < tol:
+                            break  # not on the forward path, or dead: nothing to scale
+                        layer.weight.div_(var ** 0.5)
+                        if layer.bias is not None:
+                            layer.bias.div_(var ** 0.5)
+                finally:
+                    hook.remove()
+        for module in model.modules():  # the calibration passes moved them
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+
+    return apply
+
+
+# --- deterministic -------------------------------------------------------------------------------
+
+def zero_matrix(rows: int, cols: int) -> torch.Tensor:
+    """ZerO's matrix: identity if square, partial identity if it shrinks, and
+    c * I* H I* with a Hadamard H of size 2^m >= rows, c = 2^(-(m-1)/2), if it grows."""
+    if rows <= cols:
+        return torch.eye(rows, cols)
+    m = math.ceil(math.log2(rows))
+    hadamard = torch.ones(1, 1)
+    for _ in range(m):  # Sylvester's construction
+        hadamard = torch.kron(torch.tensor([[1.0, 1.0], [1.0, -1.0]]), hadamard)
+    return 2 ** (-(m - 1) / 2) * hadamard[:rows, :cols]
+
+
+@INITS.register(
+    "zero",
+    formula="identity (square), partial identity (shrinking) or c I* H I* with a Hadamard H "
+            "(growing); convolutions: that matrix at the kernel's centre, zeros elsewhere",
+    paper=("ZerO Initialization: Initializing Neural Networks with only Zeros and Ones",
+           "2110.12661"),
+    touches=TOUCHES, keeps=KEEPS, note="deterministic: the seed does not change it",
+)
+def zero():
+    def init(w: torch.Tensor) -> None:
+        matrix = zero_matrix(w.shape[0], w.shape[1])
+        w.zero_()
+        if w.ndim == 2:
+            w.copy_(matrix)
+        else:  # the centre tap of the kernel maps channels like the matrix
+            w[(slice(None), slice(None), *(k // 2 for k in w.shape[2:]))] = matrix
+
+    def apply(model: nn.Module, ctx: BuildContext) -> None:
+        _reinit(model, init)
+
+    return apply
+
+
+@INITS.register(
+    "lowrank",
+    formula="W = A B / sqrt(rank fan_in), A, B standard normal of inner size `rank`: effective "
+            "rank `rank` at the default variance 1 / fan_in",
+    paper=("How connectivity structure shapes rich and lazy learning in neural circuits",
+           "2310.08513"),
+    defaults={"rank": 1}, touches=TOUCHES, keeps=KEEPS,
+)
+def lowrank(rank: float = 1):
+    _positive("lowrank rank", rank, integer=True)
+
+    def init(w: torch.Tensor) -> None:
+        rows, fan_in = w.shape[0], w[0].numel()
+        r = min(int(rank), rows, fan_in)
+        a, b = torch.randn(rows, r), torch.randn(r, fan_in)
+        w.copy_((a @ b / math.sqrt(r * fan_in)).view_as(w))
+
+    def apply(model: nn.Module, ctx: BuildContext) -> None:
+        _reinit(model, init)
+
+    return apply
+
+
+# --- from the activation -------------------------------------------------------------------------
+
+def _model_activation(model: nn.Module) -> nn.Module:
+    """A float64 copy of the model's activation (with its parameters), to evaluate g and g'."""
+    from zoo.models.activation import Activation
+
+    for module in model.modules():
+        if isinstance(module, Activation):
+            return copy.deepcopy(module).double()
+    raise ZooError("the model has no zoo activation to derive an initialization from")
+
+
+def activation_at(act: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g(z), g'(z)) in float64 through autograd; a grouped activation (rational) is averaged
+    over its groups."""
+    groups = getattr(act, "groups", 1)
+    z = z.double().detach()[:, None].repeat(1, groups).requires_grad_()
+    y = act(z)
+    (grad,) = torch.autograd.grad(y.sum(), z)
+    return y.detach().mean(dim=1), grad.mean(dim=1)
+
+
+def _normal_with_variance(variance_for_fan_in):
+    def init(w: torch.Tensor) -> None:
+        nn.init.normal_(w, std=math.sqrt(variance_for_fan_in(w[0].numel())))
+
+    return init
+
+
+@INITS.register(
+    "act_aware",
+    formula="W ~ N(0, 1 / (fan_in g'(0)^2 (1 + g(0)^2))) for the run's activation g",
+    paper=("On weight initialization in deep neural networks", "1704.08863"),
+    touches=TOUCHES, keeps=KEEPS,
+    note="needs g differentiable at 0 with g'(0) != 0 (not relu)",
+)
+def act_aware():
+    def apply(model: nn.Module, ctx: BuildContext) -> None:
+        g0, dg0 = (v.item() for v in activation_at(_model_activation(model),
+                                                     torch.zeros(1)))
+        if not math.isfinite(dg0) or dg0 == 0:
+            raise ZooError(f"act_aware needs g'(0) != 0; {ctx.act} has g'(0) = {dg0:g}")
+        _reinit(model, _normal_with_variance(lambda n: 1 / (n * dg0**2 * (1 + g0**2))))
+
+    return apply
+
+
+def edge_of_chaos_gain(act: nn.Module) -> float:
+    """sigma_w^2 with sigma_w^2 E_z[g'(z)^2] = 1, z ~ N(0, 1): a midpoint rule on [-10, 10]
+    with step 1e-3 (quadrature rules that assume smoothness fail on relu's jump)."""
+    z = torch.arange(-10_000, 10_000, dtype=torch.float64) * 1e-3 + 5e-4
+    _, grad = activation_at(act, z)
+    density = torch.exp(-z**2 / 2) / math.sqrt(2 * math.pi) * 1e-3
+    mean_square = float((density * grad**2).sum())
+    if not math.isfinite(mean_square) or mean_square == 0:
+        raise ZooError("edge_of_chaos needs an activation whose derivative is not 0 everywhere")
+    return 1 / mean_square
+
+
+@INITS.register(
+    "edge_of_chaos",
+    formula="W ~ N(0, sigma_w^2 / fan_in) with sigma_w^2 E[g'(z)^2] = 1, z ~ N(0, 1), computed "
+            "numerically for the run's activation (relu: sigma_w^2 = 2, i.e. kaiming)",
+    paper=("On the Impact of the Activation Function on Deep Neural Networks Training",
+           "1902.06853"),
+    touches=TOUCHES, keeps=KEEPS,
+    note="pre-activations taken at unit variance (q* = 1), which the normalization layers of "
+         "zoo's architectures keep; biases are 0",
+)
+def edge_of_chaos():
+    def apply(model: nn.Module, ctx: BuildContext) -> None:
+        gain = edge_of_chaos_gain(_model_activation(model))
+        _reinit(model, _normal_with_variance(lambda n: gain / n))
+
+    return apply
+
+
+@INITS.register(
+    "siren",
+    formula="first layer U(-1/fan_in, 1/fan_in); others U(-sqrt(6/fan_in)/omega0, "
+            "+sqrt(6/fan_in)/omega0)",
+    paper=("Implicit Neural Representations with Periodic Activation Functions", "2006.09661"),
+    defaults={"omega0": 30.0}, touches=TOUCHES, keeps=KEEPS,
+    note="pair with --act sine (same omega0)",
+)
+def siren(omega0: float = 30.0):
+    _positive("siren omega0", omega0)
+
+    def apply(model: nn.Module, ctx: BuildContext) -> None:
+        with torch.no_grad():
+            for index, layer in enumerate(_weight_layers(model)):
+                fan_in = layer.weight[0].numel()
+                bound = 1 / fan_in if index == 0 else math.sqrt(6 / fan_in) / omega0
+                layer.weight.uniform_(-bound, bound)
+                if layer.bias is not None:
+                    layer.bias.zero_()
+
+    return apply
+
+
+# --- residual branches ---------------------------------------------------------------------------
+
+def residual_branch_ends(model: nn.Module) -> list[nn.Module]:
+    """The last layer of every residual branch: attn.proj and mlp.fc2 of transformer blocks, the
+    last norm of ResNet blocks (what timm's zero_init_last zeroes)."""
+    ends = []
+    for module in model.modules():
+        attn, mlp = getattr(module, "attn", None), getattr(module, "mlp", None)
+        if attn is not None and mlp is not None and hasattr(attn, "proj") and hasattr(mlp, "fc2"):
+            ends += [attn.proj, mlp.fc2]
+        for name in ("bn3", "bn2"):  # bottleneck blocks end in bn3, basic blocks in bn2
+            if hasattr(module, "conv1") and isinstance(getattr(module, name, None), nn.BatchNorm2d):
+                ends.append(getattr(module, name))
+                break
+    if not ends:
+        raise ZooError(f"no residual branches found in {type(model).__name__}")
+    return ends
+
+
+@INITS.register(
+    "zero_residual",
+    formula="the last layer of every residual branch starts at 0, so each block starts as the "
+            "identity",
+    paper=("common practice: Goyal et al., Accurate, Large Minibatch SGD (zero-gamma); "
+           "modded-nanogpt", "1706.02677"),
+    touches="attn.proj and mlp.fc2 of transformer blocks; the last BatchNorm weight of ResNet "
+            "blocks", keeps="everything else (the architecture's default)",
+)
+def zero_residual():
+    def apply(model: nn.Module, ctx: BuildContext) -> None:
+        with torch.no_grad():
+            for layer in residual_branch_ends(model):
+                layer.weight.zero_()
+                if layer.bias is not None and not isinstance(layer, nn.BatchNorm2d):
+                    layer.bias.zero_()
+
+    return apply
+
+
+class ReZeroGate(nn.Module):
+    """x -> alpha * x with a learnable scalar alpha that starts at 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.alpha * x
+
+
+@INITS.register(
+    "rezero",
+    formula="every residual branch becomes x + alpha F(x), alpha a learnable scalar = 0 at init",
+    paper=("ReZero is All You Need: Fast Convergence at Large Depth", "2003.04887"),
+    touches="adds a gate after the last layer of every residual branch",
+    keeps="every weight, and the normalization layers (the paper removes LayerNorm; zoo keeps "
+          "the architecture as it is and only adds the gates)",
+)
+def rezero():
+    def apply(model: nn.Module, ctx: BuildContext) -> None:
+        parents = {id(child): (parent, name) for parent in model.modules()
+                   for name, child in parent.named_children()}
+        for end in residual_branch_ends(model):
+            parent, name = parents[id(end)]
+            setattr(parent, name, nn.Sequential(end, ReZeroGate()))
+
+    return apply
+
+
+def _positive(what: str, value: float, integer: bool = False) -> None:
+    if (integer and int(value) != value) or value <= 0:
+        kind = "a positive whole number" if integer else "positive"
+        raise ZooError(f"{what} must be {kind}, got {value}")
