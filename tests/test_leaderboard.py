@@ -204,7 +204,7 @@ def test_runs_that_set_an_activation_parameter_are_a_variant_of_their_own(tmp_pa
     exact = [make_run(f"e{s}", seed=s, acc=0.9) for s in range(2)]
     few = [make_run(f"f{s}", seed=s, acc=0.8) for s in range(2)]
     for run in few:
-        run.config = {**CONFIG, "act_params": {"backward_bits": 2.0}}
+        run.config = {**CONFIG, "config": {"act": "gelu", "act_params": {"backward_bits": 2.0}}}
     text = render_one(tmp_path, exact + few)
     assert "| gelu | default | fp32 | 90.00 ± 0.00 | 2 |" in text
     assert "| gelu(backward_bits=2) | default | fp32 | 80.00 ± 0.00 | 2 |" in text

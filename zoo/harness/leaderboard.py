@@ -99,7 +99,8 @@ def _metric_values(runs: Iterable[RunRecord], key: str) -> list[float]:
 def _variant(run: RunRecord) -> tuple[str, str, str]:
     """(act, init, quant), each with the parameters the run set, e.g. `gelu(backward_bits=2)`:
     runs that differ in a parameter are different variants."""
-    return tuple(_with_params(name, run.config.get(f"{kind}_params"))
+    train_config = run.config.get("config") or {}  # the TrainConfig, as the trainer stores it
+    return tuple(_with_params(name, train_config.get(f"{kind}_params"))
                  for kind, name in (("act", run.act), ("init", run.init), ("quant", run.quant)))
 
 
