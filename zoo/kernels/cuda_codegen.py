@@ -51,6 +51,24 @@ __host__ __device__ __forceinline__ float zoo_sigmoid(float v) {
 __host__ __device__ __forceinline__ float zoo_softplus(float v) {
     return v > 20.0f ? v : log1pf(expf(v));
 }
+// asin of v clipped to [-1, 1] (zoo.kernels.formula.asin_clip).
+__host__ __device__ __forceinline__ float zoo_asin_clip(float v) {
+    return asinf(fminf(fmaxf(v, -1.0f), 1.0f));
+}
+// polygamma(n, v) for n = 0 only, the digamma function (the derivative of gamma is
+// gamma * digamma): reflection below 1/2, recurrence up to 6, then the asymptotic series.
+__host__ __device__ __forceinline__ float zoo_polygamma(float n, float v) {
+    (void)n;
+    float result = 0.0f;
+    if (v < 0.5f) {
+        result -= 3.14159265358979f / tanf(3.14159265358979f * v);
+        v = 1.0f - v;
+    }
+    for (int i = 0; i < 8 && v < 6.0f; ++i) { result -= 1.0f / v; v += 1.0f; }
+    const float r = 1.0f / (v * v);
+    return result + logf(v) - 0.5f / v
+           - r * (1.0f / 12.0f - r * (1.0f / 120.0f - r * (1.0f / 252.0f)));
+}
 
 // Sum of `value` over the block; the result is valid in thread 0.
 __device__ __forceinline__ float zoo_block_sum(float value, float* shared) {
@@ -69,7 +87,8 @@ __device__ __forceinline__ float zoo_block_sum(float value, float* shared) {
 """
 
 _expand_small_powers = create_expand_pow_optimization(6)
-_USER_FUNCTIONS = {"sigmoid": "zoo_sigmoid", "softplus": "zoo_softplus"}
+_USER_FUNCTIONS = {"sigmoid": "zoo_sigmoid", "softplus": "zoo_softplus",
+                   "asin_clip": "zoo_asin_clip", "polygamma": "zoo_polygamma"}
 
 
 def c_expression(expr: sp.Expr) -> str:

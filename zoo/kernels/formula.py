@@ -43,7 +43,18 @@ class softplus(sp.Function):
         return sigmoid(self.args[0])
 
 
-FUNCTIONS = {"sigmoid": sigmoid, "softplus": softplus}
+class asin_clip(sp.Function):
+    """asin of v clipped to [-1, 1]: asin(v) for |v| <= 1, sign(v) pi / 2 outside (VeLU's
+    arcsine term). Its derivative is 1 / sqrt(1 - v^2) inside and exactly 0 outside and at
+    |v| = 1 (Heaviside(0) = 0), never the 0 * inf = NaN that asin(Min(Max(v, -1), 1)) gives."""
+
+    def fdiff(self, argindex=1):
+        v = self.args[0]
+        inside = sp.Heaviside(1 - sp.Abs(v))
+        return inside / sp.sqrt(sp.Max(1 - v**2, 0) + 1 - inside)
+
+
+FUNCTIONS = {"sigmoid": sigmoid, "softplus": softplus, "asin_clip": asin_clip}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Only the functions activation formulas use are supported; anything else fails at
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import sympy as sp
@@ -32,13 +33,38 @@ def _minimum(a, b):
     return torch.minimum(torch.as_tensor(a), torch.as_tensor(b))
 
 
-_HELPERS = {"torch": torch, "_step": _step, "_maximum": _maximum, "_minimum": _minimum}
+def _asin_clip(v: torch.Tensor) -> torch.Tensor:
+    """asin(v) clipped to [-1, 1] (zoo.kernels.formula.asin_clip): sign(v) pi / 2 where |v| >= 1,
+    with a gradient of exactly 0 there (the inner where keeps asin's infinite slope at |v| = 1
+    out of the graph)."""
+    inside = v.abs() < 1
+    safe = torch.where(inside, v, torch.zeros_like(v))
+    return torch.where(inside, torch.asin(safe), torch.sign(v) * (math.pi / 2))
+
+
+def _gamma(v: torch.Tensor) -> torch.Tensor:
+    """Gamma(v) from log|Gamma(v)| and the sign of Gamma (negative on (-1, 0), (-3, -2), ...)."""
+    v = torch.as_tensor(v)
+    negative = (v < 0) & (torch.remainder(torch.ceil(-v), 2) == 1)
+    return torch.exp(torch.lgamma(v)) * torch.where(negative, -1.0, 1.0).to(v.dtype)
+
+
+_HELPERS = {"torch": torch, "_step": _step, "_maximum": _maximum, "_minimum": _minimum,
+            "_asin_clip": _asin_clip, "_gamma": _gamma}
 
 
 def to_torch_source(expr: sp.Expr) -> str:
     name = type(expr).__name__
     if name in ("sigmoid", "softplus"):  # zoo's stable functions (zoo.kernels.formula)
         return f"torch.nn.functional.{name}({to_torch_source(expr.args[0])})"
+    if name == "asin_clip":  # zoo.kernels.formula.asin_clip
+        return f"_asin_clip({to_torch_source(expr.args[0])})"
+    if isinstance(expr, sp.gamma):
+        return f"_gamma({to_torch_source(expr.args[0])})"
+    if isinstance(expr, sp.polygamma):  # only digamma: the derivative of gamma
+        if expr.args[0] != 0:
+            raise ValueError(f"no PyTorch translation for {expr} (only polygamma(0, v))")
+        return f"torch.special.digamma({to_torch_source(expr.args[1])})"
     if isinstance(expr, sp.Symbol):
         return expr.name
     if expr.is_number:  # constants such as sqrt(2 / pi) are folded to one float
