@@ -131,3 +131,20 @@ def test_bench_kernels_times_reference_and_native_ops_and_writes_the_table(tmp_p
 def test_bench_kernels_needs_whole_rows_of_channels_for_rational(capsys):
     code = main(["bench", "kernels", "rational", "--numel", "1000", "--device", "cpu"])
     assert_one_line_error(capsys, code, "--numel must be a multiple of 1024", "got 1,000")
+
+
+def test_train_takes_init_options_and_refuses_unknown_ones(capsys, tmp_path):
+    code = main(["train", "vit", "--init", "lowrank", "--init-param", "bogus=2"])
+    assert_one_line_error(capsys, code, "bad --init-param for lowrank")
+    code = main(["train", "vit", "--init", "lowrank", "--init-param", "rank=2", "--epochs", "1",
+                 "--train-subset", "64", "--no-progress", "--out", str(tmp_path)])
+    assert code == 0 and "lowrank" in capsys.readouterr().out
+
+
+def test_output_cut_short_by_a_closed_pipe_is_not_an_error():
+    listing = subprocess.Popen([sys.executable, "-m", "zoo.cli", "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    listing.stdout.readline()
+    listing.stdout.close()  # like `zoo list | head -1`
+    listing.wait(timeout=120)  # rich exits 1 on a closed pipe, plain prints 0
+    assert listing.stderr.read() == ""

@@ -1,4 +1,4 @@
-"""The `zoo` command: list, info, train, eval, leaderboard, bench.
+"""The `zoo` command: list, info, train, eval, leaderboard, bench, probe.
 
 Every user mistake ends as one line on stderr (`zoo: error: ...`) and a non-zero exit code.
 """
@@ -6,6 +6,7 @@ Every user mistake ends as one line on stderr (`zoo: error: ...`) and a non-zero
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--act", help="activation (default: the architecture's own)")
     p.add_argument("--act-param", action="append", default=[], metavar="NAME=VALUE",
                    help="set an activation parameter, e.g. --act-param beta=1.5 (repeatable)")
+    p.add_argument("--init-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set an init option, e.g. --init-param rank=4 (repeatable)")
     p.add_argument("--init", default="default", help="initialization (default: the architecture's)")
     p.add_argument("--quant", default="none", help="quantization (default: none)")
     p.add_argument("--dataset", default="digits", help="data set (default: digits)")
@@ -103,6 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--device", default="auto")
     k.add_argument("--compile", action="store_true", help="also time torch.compile of the reference")
     k.add_argument("--write", action="store_true", help="write leaderboards/kernels.md")
+
+    p = sub.add_parser("probe", parents=[plugin],
+                       help="signal propagation at initialization, layer by layer",
+                       description="Build ARCH as `zoo train` would, run forward and backward on "
+                                   "one training batch, and report per layer the output mean and "
+                                   "variance, gradient norms and the weights' effective rank; "
+                                   "writes a figure and a JSON file.")
+    p.add_argument("arch", help="architecture (`zoo list archs`)")
+    p.add_argument("--act", help="activation (default: the architecture's own)")
+    p.add_argument("--act-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set an activation parameter (repeatable)")
+    p.add_argument("--init", default="default", help="initialization (default: the architecture's)")
+    p.add_argument("--init-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set an init option, e.g. --init-param gain=2 (repeatable)")
+    p.add_argument("--dataset", default="digits", help="data set (default: digits)")
+    p.add_argument("--seed", type=int, default=0, help="seed of init and batch (default 0)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="examples in the probed batch (default 256, at most the training split)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--out", default="probes", type=Path,
+                   help="folder for the figure and JSON (default ./probes)")
     return parser
 
 
@@ -117,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zoo: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `zoo list | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 0
 
 
 def _load_plugins(files: list[str]) -> None:
@@ -152,7 +179,8 @@ def cmd_train(args) -> int:
         seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, train_subset=args.train_subset,
-        act_params=_parse_params(args.act_param, "--act-param"))
+        act_params=_parse_params(args.act_param, "--act-param"),
+        init_params=_parse_options(args.init_param, "--init-param"))
     trainer = Trainer(config, out=args.out, device=args.device, compile=args.compile,
                       show_progress=not args.no_progress)
     outcome = trainer.run()
@@ -229,8 +257,35 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from zoo.harness.probe import print_probe, probe_run, write_probe
+
+    result = probe_run(args.arch, act=args.act, init=args.init, dataset=args.dataset,
+                       seed=args.seed, batch_size=args.batch_size, device=args.device,
+                       act_params=_parse_params(args.act_param, "--act-param"),
+                       init_params=_parse_options(args.init_param, "--init-param"))
+    print_probe(result)
+    for path in write_probe(result, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _parse_options(items: list[str], flag: str) -> dict[str, float | str] | None:
+    # Unlike activation parameters, init options may be words (kaiming's mode=fan_out).
+    options = {}
+    for item in items:
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name or not value:
+            raise ZooError(f"{flag} takes NAME=VALUE, got '{item}'")
+        try:
+            options[name] = float(value)
+        except ValueError:
+            options[name] = value
+    return options or None
+
+
 COMMANDS = {"list": cmd_list, "info": cmd_info, "train": cmd_train, "eval": cmd_eval,
-            "leaderboard": cmd_leaderboard, "bench": cmd_bench}
+            "leaderboard": cmd_leaderboard, "bench": cmd_bench, "probe": cmd_probe}
 
 
 if __name__ == "__main__":

@@ -51,6 +51,10 @@ class TrainConfig:
                                (QUANTS, self.quant), (DATASETS, self.dataset)):
             registry.get(name)
         ACTS.get(self.act).create(**self.act_params)  # unknown parameter names fail here
+        try:  # init factories take keywords: a wrong name would otherwise be a TypeError
+            INITS.get(self.init).create(**self.init_params)
+        except TypeError as exc:
+            raise ZooError(f"bad --init-param for {self.init}: {exc}") from None
         _positive("epochs", self.epochs, integer=True)
         _positive("batch-size", self.batch_size, integer=True)
         _positive("lr", self.lr)
