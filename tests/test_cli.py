@@ -141,6 +141,21 @@ def test_train_takes_init_options_and_refuses_unknown_ones(capsys, tmp_path):
     assert code == 0 and "lowrank" in capsys.readouterr().out
 
 
+def test_several_init_options_follow_one_flag_or_repeat_it(tmp_path):
+    from zoo.harness.results import ResultsStore
+
+    base = ["train", "vit", "--init", "lir", "--epochs", "1", "--train-subset", "64",
+            "--no-progress"]
+    assert main([*base, "--init-param", "tvr_std=0.01", "tvr_interval=5", "--out",
+                 str(tmp_path / "a")]) == 0
+    assert main([*base, "--init-param", "tvr_std=0.01", "--init-param", "tvr_interval=5",
+                 "--out", str(tmp_path / "b")]) == 0
+    for out in ("a", "b"):
+        with ResultsStore(tmp_path / out / "results.sqlite") as store:
+            (run,) = store.runs()
+        assert run.config["config"]["init_params"] == {"tvr_std": 0.01, "tvr_interval": 5}
+
+
 def test_output_cut_short_by_a_closed_pipe_is_not_an_error():
     listing = subprocess.Popen([sys.executable, "-m", "zoo.cli", "list"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)

@@ -268,3 +268,32 @@ def test_started_at_helper_is_iso_8601_utc():
     stamp = utc_now()
     assert stamp.endswith("+00:00")
     assert "T" in stamp
+
+
+# -- predictions (for churn) ----------------------------------------------------------------
+
+
+def test_predictions_are_stored_with_their_run_in_one_write(tmp_path):
+    with ResultsStore(tmp_path / "r.db") as store:
+        store.upsert(make_run("a"), predictions=[3, 1, 4, 1, 5, 9, 70000], split="test")
+        store.upsert(make_run("b"))  # a run without predictions
+        found = store.predictions(["a", "b", "missing"])
+    assert found == {"a": ("test", [3, 1, 4, 1, 5, 9, 70000])}
+
+
+def test_a_version_1_database_gains_the_predictions_table_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "old.db"
+    ResultsStore(path).close()
+    conn = sqlite3.connect(path)  # make it look like a database written by schema version 1
+    conn.execute("DROP TABLE predictions")
+    conn.execute("INSERT INTO runs (run_id, arch, act, init, quant, dataset, seed, protocol, "
+                 "protocol_id, status, metrics, environment, config, run_dir, started_at) VALUES "
+                 "('old', 'vit', 'gelu', 'default', 'none', 'digits', 0, '{}', 'x', 'completed', "
+                 "'{}', '{}', '{}', 'runs/old', '2025-01-01')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with ResultsStore(path) as store:
+        assert store.get("old").act == "gelu"
+        store.upsert(make_run("new"), predictions=[1, 2])
+        assert store.predictions(["new"]) == {"new": ("test", [1, 2])}

@@ -79,8 +79,9 @@ def test_a_killed_run_resumes_and_ends_with_the_same_result(tmp_path):
     assert main([*args, "--out", str(killed)]) == 0
     expected = json.loads(next(reference.glob("*/result.json")).read_text())["metrics"]
     resumed = json.loads((run_dir / "result.json").read_text())["metrics"]
-    for key in ("test_acc", "test_loss", "val_acc", "train_loss", "epochs_done"):
-        assert resumed[key] == expected[key]
+    for key in ("test_acc", "test_loss", "val_acc", "train_loss", "epochs_done",
+                "weight_change_median", "feature_rank", "massive_activation"):
+        assert resumed[key] == expected[key]  # the resumed run measures change from the same W0
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
 
@@ -126,3 +127,83 @@ def test_two_processes_cannot_train_the_same_run_at_once(tmp_path):
         with pytest.raises(ZooError, match="is being trained by process"):
             other.run()
     assert trainer.run().record.status == "completed"  # the lock is released afterwards
+
+
+# -- diagnostics, predictions and training-time init rules ------------------------------------
+
+
+def test_every_epoch_records_weight_change_massive_activations_and_feature_rank(tmp_path):
+    outcome = Trainer(quick_config(), out=tmp_path, show_progress=False).run()
+    run = outcome.run_dir.path
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    model_weights = {"blocks.0.attn.qkv.weight", "blocks.3.mlp.fc2.weight", "head.weight"}
+    for row in epochs:
+        assert model_weights <= set(row["weight_change"])
+        assert row["massive_activation"] >= 1 and row["massive_activation_block"].startswith("blocks.")
+        assert 1 <= row["feature_rank"] <= 64  # the vit's features are 64-d
+    # weights keep moving away from W0 while training
+    assert epochs[-1]["weight_change_median"] > epochs[0]["weight_change_median"] > 0
+    final = outcome.record.metrics
+    assert final["weight_change_median"] == epochs[-1]["weight_change_median"]
+    assert final["feature_rank"] == epochs[-1]["feature_rank"]
+    assert (run / "initial_weights.safetensors").is_file()
+
+
+def test_the_test_predictions_are_stored_and_match_the_test_accuracy(tmp_path):
+    from zoo.harness.data import load_dataset, to_device_tensors
+
+    outcome = Trainer(quick_config(), out=tmp_path, show_progress=False).run()
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        split, predicted = store.predictions([outcome.record.run_id])[outcome.record.run_id]
+    labels = to_device_tensors(load_dataset("digits"), "digits", torch.device("cpu")).test[1]
+    assert split == "test" and len(predicted) == len(labels)
+    accuracy = (torch.tensor(predicted) == labels).float().mean().item()
+    assert accuracy == pytest.approx(outcome.record.metrics["test_acc"])
+
+
+@pytest.fixture
+def frozen_head_init():
+    """An init whose training rule zeroes the head's learning rate and counts steps."""
+    from zoo.registry import INITS
+
+    steps = []
+
+    @INITS.register("frozen_head_test", formula="test only", touches="-", keeps="-")
+    def frozen_head():
+        def apply(model, ctx):  # the trainer asks a fresh instance for its rules: tag, don't keep
+            model.head.weight.frozen_for_test = True
+
+        apply.param_lr_scale = lambda p: 0.0 if getattr(p, "frozen_for_test", False) else 1.0
+        apply.after_step = lambda model, step: steps.append(step)
+        return apply
+
+    yield steps
+    INITS.remove("frozen_head_test")
+
+
+def test_an_inits_training_rule_sets_learning_rates_and_runs_after_every_step(
+        tmp_path, frozen_head_init):
+    outcome = Trainer(quick_config(init="frozen_head_test", weight_decay=0.0), out=tmp_path,
+                      show_progress=False).run()
+    change = outcome.record.metrics
+    rows = [json.loads(line) for line in (outcome.run_dir.path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["weight_change"]["head.weight"] == 0.0  # lr scale 0: never moved
+    assert rows[-1]["weight_change"]["blocks.0.mlp.fc1.weight"] > 0
+    steps_per_epoch = 512 // 16
+    assert frozen_head_init == list(range(1, 3 * steps_per_epoch + 1))
+    assert change["test_acc"] > 0
+
+
+def test_tvr_keeps_block_weights_at_the_target_std_during_training(tmp_path):
+    from zoo.harness.rundir import RunDir
+
+    config = quick_config(init="lir", init_params={"tvr_std": 0.02, "tvr_interval": 1},
+                          lr=2e-2)  # a high lr that would grow the weights
+    outcome = Trainer(config, out=tmp_path, show_progress=False).run()
+    _, state = RunDir(outcome.run_dir.path).load_model_state()
+    for name in ("blocks.0.attn.qkv.weight", "blocks.3.mlp.fc2.weight"):
+        assert state[name].std().item() <= 1.2 * 0.02 + 1e-6
+    untouched = quick_config(init="lir", lr=2e-2)  # LIR alone lets them grow
+    _, free = RunDir(Trainer(untouched, out=tmp_path, show_progress=False).run().run_dir.path
+                     ).load_model_state()
+    assert free["blocks.0.attn.qkv.weight"].std().item() > 1.2 * 0.02

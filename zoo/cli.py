@@ -26,7 +26,7 @@ def _plugin_option(dest: str = "plugin") -> argparse.ArgumentParser:
     # subcommand's empty default overwrite `zoo --plugin f.py list`.
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--plugin", dest=dest, action="append", default=[], metavar="FILE.py",
-                        help="load extra registry entries from a Python file (repeatable)")
+                        help="load extra registry entries from a Python file (several at once or repeated)")
     return parent
 
 
@@ -50,10 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "run, or prints the stored result of a finished one.")
     p.add_argument("arch", help="architecture (`zoo list archs`)")
     p.add_argument("--act", help="activation (default: the architecture's own)")
-    p.add_argument("--act-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="set an activation parameter, e.g. --act-param beta=1.5 (repeatable)")
-    p.add_argument("--init-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="set an init option, e.g. --init-param rank=4 (repeatable)")
+    p.add_argument("--act-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="set an activation parameter, e.g. --act-param beta=1.5 (several at once or repeated)")
+    p.add_argument("--init-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="set an init option, e.g. --init-param rank=4 (several at once or repeated)")
     p.add_argument("--init", default="default", help="initialization (default: the architecture's)")
     p.add_argument("--quant", default="none", help="quantization (default: none)")
     p.add_argument("--dataset", default="digits", help="data set (default: digits)")
@@ -115,11 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "writes a figure and a JSON file.")
     p.add_argument("arch", help="architecture (`zoo list archs`)")
     p.add_argument("--act", help="activation (default: the architecture's own)")
-    p.add_argument("--act-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="set an activation parameter (repeatable)")
+    p.add_argument("--act-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="set an activation parameter (several at once or repeated)")
     p.add_argument("--init", default="default", help="initialization (default: the architecture's)")
-    p.add_argument("--init-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="set an init option, e.g. --init-param gain=2 (repeatable)")
+    p.add_argument("--init-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="set an init option, e.g. --init-param gain=2 (several at once or repeated)")
     p.add_argument("--dataset", default="digits", help="data set (default: digits)")
     p.add_argument("--seed", type=int, default=0, help="seed of init and batch (default 0)")
     p.add_argument("--batch-size", type=int, default=256,

@@ -10,10 +10,12 @@ fresh connection, and a pickled store (spawn-based pools, Ray) reopens its path 
 
 from __future__ import annotations
 
+import array
 import hashlib
 import json
 import os
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -22,7 +24,7 @@ from typing import Any, Callable, TypeVar
 
 from zoo.errors import ZooError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added the predictions table
 STATUSES = ("running", "completed", "diverged", "failed")
 BUSY_TIMEOUT_S = 60.0
 
@@ -104,6 +106,14 @@ CREATE TABLE runs (
     finished_at TEXT            -- ISO-8601 UTC, NULL while running
 )
 """
+# A run's test-set predictions (class indices as little-endian uint32), for churn across seeds.
+_CREATE_PREDICTIONS = """
+CREATE TABLE predictions (
+    run_id  TEXT PRIMARY KEY NOT NULL,
+    split   TEXT NOT NULL,
+    classes BLOB NOT NULL
+)
+"""
 _UPSERT = (
     f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
@@ -163,15 +173,23 @@ class ResultsStore:
 
     # -- public API --------------------------------------------------------------------------
 
-    def upsert(self, record: RunRecord) -> None:
-        """Insert `record`, or replace the row with the same run_id."""
+    def upsert(self, record: RunRecord, predictions: list[int] | None = None,
+               split: str = "test") -> None:
+        """Insert `record`, or replace the row with the same run_id; with `predictions` (the
+        predicted class of every example of `split`), store them in the same transaction."""
         row = _to_row(record)  # serialize before taking the write lock
+        blob = None if predictions is None else array.array("I", predictions)
+        if blob is not None and sys.byteorder != "little":
+            blob.byteswap()
         conn = self._connection()
 
         def write() -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(_UPSERT, row)
+                if blob is not None:
+                    conn.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?)",
+                                 (record.run_id, split, blob.tobytes()))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -203,6 +221,24 @@ class ResultsStore:
         conn = self._connection()
         rows = self._retry(lambda: conn.execute(sql, params).fetchall())
         return [_from_row(row) for row in rows]
+
+    def predictions(self, run_ids: list[str]) -> dict[str, tuple[str, list[int]]]:
+        """run_id -> (split, predicted classes) for the runs among `run_ids` that stored them."""
+        conn = self._connection()
+        found = {}
+        for start in range(0, len(run_ids), 500):  # SQLite limits bound parameters
+            chunk = run_ids[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._retry(lambda: conn.execute(
+                f"SELECT run_id, split, classes FROM predictions WHERE run_id IN ({marks})",
+                chunk).fetchall())
+            for run_id, split, blob in rows:
+                classes = array.array("I")
+                classes.frombytes(blob)
+                if sys.byteorder != "little":
+                    classes.byteswap()
+                found[run_id] = (split, classes.tolist())
+        return found
 
     def close(self) -> None:
         if self._conn is not None:
@@ -263,7 +299,9 @@ class ResultsStore:
                 conn.execute(_CREATE_TABLE)
                 for column in _INDEXED:
                     conn.execute(f"CREATE INDEX runs_{column} ON runs ({column})")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if self._schema_version(conn) < 2:  # version 1 databases gain the table, keep runs
+                conn.execute(_CREATE_PREDICTIONS)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

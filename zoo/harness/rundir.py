@@ -5,6 +5,7 @@
     <run_dir>/metrics.jsonl      one line per finished epoch
     <run_dir>/checkpoint.json    points at the newest complete checkpoint
     <run_dir>/checkpoints/epoch-NNNN/{model.safetensors, trainer.pt}
+    <run_dir>/initial_weights.safetensors   the weight matrices at step 0 (for weight change)
     <run_dir>/result.json        status and final metrics, written last
 
 Every file is written atomically and the checkpoint pointer is moved only after the checkpoint it
@@ -102,6 +103,21 @@ class RunDir:
         for old in (self.path / "checkpoints").glob("epoch-*"):
             if old != folder:
                 shutil.rmtree(old, ignore_errors=True)
+
+    def save_initial_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        atomic_write(self.path / "initial_weights.safetensors",
+                     lambda tmp: save_file({k: v.contiguous() for k, v in weights.items()},
+                                           str(tmp)))
+
+    def load_initial_weights(self) -> dict[str, torch.Tensor] | None:
+        """None for runs started before zoo recorded them."""
+        path = self.path / "initial_weights.safetensors"
+        if not path.is_file():
+            return None
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise ZooError(f"{path} is corrupt or unreadable ({_short(exc)})") from None
 
     def has_checkpoint(self) -> bool:
         return (self.path / "checkpoint.json").is_file()

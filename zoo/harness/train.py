@@ -16,11 +16,13 @@ from torch import nn
 from zoo.errors import RunDiverged, ZooError
 from zoo.harness import environment
 from zoo.harness.config import TrainConfig
+from zoo.harness.diagnostics import activation_diagnostics, initial_weights, relative_weight_change
 from zoo.harness.data import ImageTensors, ShuffledBatches, eval_batches, load_dataset, to_device_tensors
 from zoo.harness.progress import TrainingProgress
 from zoo.harness.results import ResultsStore, RunRecord, protocol_id, utc_now
 from zoo.harness.rundir import RunDir, load_weights
 from zoo.models.build import build_model, count_parameters
+from zoo.registry import INITS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,14 +59,25 @@ def build_for(config: TrainConfig, data: ImageTensors) -> nn.Module:
     )
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    # Standard practice (timm, nanoGPT): no weight decay on biases, norms and embeddings' 1-d
-    # parameters.
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
+def training_rule(config: TrainConfig):
+    """The init's own `apply`, for the hooks some inits keep using during training
+    (`after_step`, `param_lr_scale`; see zoo.registry.inits)."""
+    return INITS.get(config.init).create(**config.init_params)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, lr_scale=None) -> torch.optim.Optimizer:
+    """AdamW. Standard practice (timm, nanoGPT): no weight decay on biases, norms and 1-d
+    parameters. `lr_scale(param)`, if given, multiplies the learning rate per parameter."""
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            key = (p.ndim >= 2, float(lr_scale(p)) if lr_scale else 1.0)
+            groups.setdefault(key, []).append(p)
+    return torch.optim.AdamW(
+        [{"params": params, "weight_decay": config.weight_decay if decay else 0.0,
+          "lr": config.lr * scale} for (decay, scale), params in sorted(groups.items(),
+                                                                       key=lambda kv: kv[0])],
+        lr=config.lr)
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
@@ -79,19 +92,28 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
-             autocast: bool = False) -> dict[str, float]:
+             autocast: bool = False, keep_predictions: bool = False) -> dict[str, Any]:
+    """Mean loss and accuracy; with `keep_predictions`, also every example's predicted class
+    (for churn across seeds)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
+    predictions = []
     for xb, yb in eval_batches(x, y, batch_size):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
-        correct += (logits.argmax(dim=1) == yb).sum()
+        predicted = logits.argmax(dim=1)
+        correct += (predicted == yb).sum()
+        if keep_predictions:
+            predictions.append(predicted.cpu())
     model.train(was_training)
     n = max(1, len(y))
-    return {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+    found = {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+    if keep_predictions:
+        found["predictions"] = torch.cat(predictions).tolist() if predictions else []
+    return found
 
 
 @dataclass
@@ -132,7 +154,10 @@ class Trainer:
 
             data = load_data(config, self.device)
             model = build_for(config, data).to(self.device)
-            optimizer = make_optimizer(model, config)
+            rule = training_rule(config)
+            after_step = getattr(rule, "after_step", None)
+            step_hook = (lambda step: after_step(model, step)) if after_step else (lambda step: None)
+            optimizer = make_optimizer(model, config, getattr(rule, "param_lr_scale", None))
             steps_per_epoch = len(ShuffledBatches(*data.train, config.batch_size, config.seed))
             total_steps = steps_per_epoch * config.epochs
             warmup_steps = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
@@ -151,7 +176,10 @@ class Trainer:
                 history = list(ckpt.trainer_state["history"])
                 started_at = ckpt.trainer_state.get("started_at", started_at)
                 start_epoch = ckpt.epoch
+                weights0 = self.run_dir.load_initial_weights()
             else:
+                weights0 = initial_weights(model)
+                self.run_dir.save_initial_weights(weights0)
                 self.run_dir.write_json("config.json", {
                     "config": config.to_dict(), "run_id": config.run_id(),
                     "protocol": config.protocol(), "data": _data_summary(data),
@@ -183,16 +211,17 @@ class Trainer:
                 progress.advance_to(start_epoch * steps_per_epoch)
                 for epoch in range(start_epoch, config.epochs):
                     row = self._train_epoch(step_model, optimizer, scheduler, batches, epoch,
-                                            progress)
+                                            progress, step_hook)
                     if not math.isfinite(row["train_loss"]):
                         return self._diverged(store, record, history, row)
                     val = evaluate(model, *data.validation, autocast=self.autocast)
                     row.update(val_loss=val["loss"], val_acc=val["acc"])
+                    row.update(self._diagnostics(model, weights0, data.validation[0]))
                     history.append(row)
                     self._checkpoint(epoch + 1, model, optimizer, scheduler, history, started_at)
                     progress.log_epoch(row, config.epochs)
 
-            test = evaluate(model, *data.test, autocast=self.autocast)
+            test = evaluate(model, *data.test, autocast=self.autocast, keep_predictions=True)
             train_time = sum(r["train_time_s"] for r in history)
             samples = sum(r["samples"] for r in history)
             record.metrics = {
@@ -201,15 +230,16 @@ class Trainer:
                 "train_loss": history[-1]["train_loss"], "train_time_s": train_time,
                 "samples_per_s": samples / train_time if train_time > 0 else None,
                 "params": params, "epochs_done": len(history),
+                **{k: history[-1][k] for k in _FINAL_DIAGNOSTICS if k in history[-1]},
             }
             record.status, record.finished_at = "completed", utc_now()
             self.run_dir.write_json("result.json", {"status": record.status, "metrics": record.metrics})
-            store.upsert(record)
+            store.upsert(record, predictions=test["predictions"], split="test")
             return RunOutcome(self.run_dir, record, start_epoch, already_done=False)
 
     # --- pieces ---------------------------------------------------------------------------
     def _train_epoch(self, model, optimizer, scheduler, batches: ShuffledBatches, epoch: int,
-                     progress: TrainingProgress) -> dict[str, Any]:
+                     progress: TrainingProgress, after_step) -> dict[str, Any]:
         config = self.config
         model.train()
         loss_sum = torch.zeros((), device=self.device)
@@ -223,6 +253,7 @@ class Trainer:
             loss.backward()
             optimizer.step()
             scheduler.step()
+            after_step(epoch * len(batches) + step)
             loss_sum += loss.detach() * len(yb)
             correct += (logits.detach().argmax(dim=1) == yb).sum()
             seen += len(yb)
@@ -235,6 +266,19 @@ class Trainer:
         return {"epoch": epoch + 1, "train_loss": loss_sum.item() / max(1, seen),
                 "train_acc": correct.item() / max(1, seen), "lr": scheduler.get_last_lr()[0],
                 "train_time_s": elapsed, "samples": seen}
+
+    def _diagnostics(self, model, weights0, x_val) -> dict[str, Any]:
+        """Weight change since step 0 (per matrix, and its median), massive activations and the
+        penultimate features' effective rank on the validation set."""
+        found = activation_diagnostics(model, x_val, autocast=self.autocast)
+        row = {k: found[k] for k in ("massive_activation", "massive_activation_block",
+                                     "feature_rank")}
+        if weights0 is not None:
+            change = relative_weight_change(model, weights0)
+            finite = sorted(v for v in change.values() if math.isfinite(v))
+            row["weight_change"] = change
+            row["weight_change_median"] = finite[len(finite) // 2] if finite else None
+        return row
 
     def _checkpoint(self, epoch, model, optimizer, scheduler, history, started_at) -> None:
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -253,6 +297,10 @@ class Trainer:
         store.upsert(record)
         raise RunDiverged(f"run {record.run_id} diverged: non-finite training loss in epoch "
                           f"{row['epoch']} (recorded as diverged; try a lower --lr)")
+
+
+# Per-epoch diagnostics copied into the final metrics (the last epoch's values).
+_FINAL_DIAGNOSTICS = ("weight_change_median", "massive_activation", "feature_rank")
 
 
 def _data_summary(data: ImageTensors) -> dict[str, Any]:

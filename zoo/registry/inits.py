@@ -1,7 +1,11 @@
 """Built-in weight initializations.
 
 An entry's factory takes its options and returns `apply(model, ctx)`, which re-initializes the
-model in place. These touch the weights of every Linear and Conv layer (attention projections,
+model in place. Rules that act during training too set attributes on `apply` that the trainer
+calls: `after_step(model, step)` after every optimizer step (step counts from 1), and
+`param_lr_scale(param) -> float`, a per-parameter factor on the learning rate. The trainer gets
+them from a fresh `create()`, not from the instance that initialized the model, so they must
+find what they need in the model or its parameters (tags), not in state kept by `apply`. These touch the weights of every Linear and Conv layer (attention projections,
 MLPs, patch embedding, convolutions, classifier) and zero their biases; normalization layers,
 position embeddings and class tokens keep the architecture's default.
 """
@@ -231,14 +235,27 @@ def _model_activation(model: nn.Module) -> nn.Module:
     raise ZooError("the model has no zoo activation to derive an initialization from")
 
 
-def activation_at(act: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(g(z), g'(z)) in float64 through autograd; a grouped activation (rational) is averaged
-    over its groups."""
+def activation_at(act: nn.Module, z: torch.Tensor,
+                  per_group: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g(z), g'(z)) in float64 through autograd. A grouped activation (rational) gives one
+    column per group with `per_group`, else the mean over its groups."""
     groups = getattr(act, "groups", 1)
     z = z.double().detach()[:, None].repeat(1, groups).requires_grad_()
     y = act(z)
     (grad,) = torch.autograd.grad(y.sum(), z)
+    if per_group:
+        return y.detach(), grad
     return y.detach().mean(dim=1), grad.mean(dim=1)
+
+
+def gaussian_moments(act: nn.Module) -> tuple[float, float]:
+    """(E[g(z)^2], E[g'(z)^2]) for z ~ N(0, 1), averaged over an activation's groups: a midpoint
+    rule on [-10, 10] with step 1e-3 (quadrature rules that assume smoothness fail on relu's
+    jump)."""
+    z = torch.arange(-10_000, 10_000, dtype=torch.float64) * 1e-3 + 5e-4
+    value, grad = activation_at(act, z, per_group=True)
+    density = (torch.exp(-z**2 / 2) / math.sqrt(2 * math.pi) * 1e-3)[:, None]
+    return float((density * value**2).sum(0).mean()), float((density * grad**2).sum(0).mean())
 
 
 def _normal_with_variance(variance_for_fan_in):
@@ -267,12 +284,8 @@ def act_aware():
 
 
 def edge_of_chaos_gain(act: nn.Module) -> float:
-    """sigma_w^2 with sigma_w^2 E_z[g'(z)^2] = 1, z ~ N(0, 1): a midpoint rule on [-10, 10]
-    with step 1e-3 (quadrature rules that assume smoothness fail on relu's jump)."""
-    z = torch.arange(-10_000, 10_000, dtype=torch.float64) * 1e-3 + 5e-4
-    _, grad = activation_at(act, z)
-    density = torch.exp(-z**2 / 2) / math.sqrt(2 * math.pi) * 1e-3
-    mean_square = float((density * grad**2).sum())
+    """sigma_w^2 with sigma_w^2 E_z[g'(z)^2] = 1, z ~ N(0, 1)."""
+    _, mean_square = gaussian_moments(act)
     if not math.isfinite(mean_square) or mean_square == 0:
         raise ZooError("edge_of_chaos needs an activation whose derivative is not 0 everywhere")
     return 1 / mean_square
@@ -292,6 +305,29 @@ def edge_of_chaos():
     def apply(model: nn.Module, ctx: BuildContext) -> None:
         gain = edge_of_chaos_gain(_model_activation(model))
         _reinit(model, _normal_with_variance(lambda n: gain / n))
+
+    return apply
+
+
+@INITS.register(
+    "variance_preserving",
+    formula="W ~ N(0, 1 / (fan_in E_z[g(z)^2])), z ~ N(0, 1), g the run's activation (groups "
+            "averaged): each layer's input keeps second moment 1, layer after layer",
+    paper=("Kolmogorov-Arnold Transformer (variance-preserving initialization of GR-KAN)",
+           "2409.10594"),
+    touches=TOUCHES, keeps=KEEPS,
+    note="KAT's rule for rational activations, computed numerically so it applies to any "
+         "activation (polynomial, trigonometric, tropical, rational). Those four already start "
+         "with E[g(z)^2] near 1 (torchortho's coefficients; KAT's GELU fit gives 0.43), so it "
+         "differs from LeCun's 1 / fan_in by that factor",
+)
+def variance_preserving():
+    def apply(model: nn.Module, ctx: BuildContext) -> None:
+        second_moment, _ = gaussian_moments(_model_activation(model))
+        if not math.isfinite(second_moment) or second_moment == 0:
+            raise ZooError(f"variance_preserving needs E[g(z)^2] > 0; {ctx.act} gives "
+                           f"{second_moment:g}")
+        _reinit(model, _normal_with_variance(lambda n: 1 / (n * second_moment)))
 
     return apply
 
@@ -321,21 +357,75 @@ def siren(omega0: float = 30.0):
 
 # --- residual branches ---------------------------------------------------------------------------
 
+def residual_blocks(model: nn.Module) -> list[nn.Module]:
+    """The residual blocks in forward order: transformer blocks (with `attn` and `mlp`) and
+    ResNet blocks (with `conv1` and a last BatchNorm)."""
+    blocks = [m for m in model.modules() if _branch_end(m) is not None]
+    if not blocks:
+        raise ZooError(f"no residual blocks found in {type(model).__name__}")
+    return blocks
+
+
+def _branch_end(block: nn.Module) -> list[nn.Module] | None:
+    attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
+    if attn is not None and mlp is not None and hasattr(attn, "proj") and hasattr(mlp, "fc2"):
+        return [attn.proj, mlp.fc2]
+    for name in ("bn3", "bn2"):  # bottleneck blocks end in bn3, basic blocks in bn2
+        if hasattr(block, "conv1") and isinstance(getattr(block, name, None), nn.BatchNorm2d):
+            return [getattr(block, name)]
+    return None
+
+
 def residual_branch_ends(model: nn.Module) -> list[nn.Module]:
     """The last layer of every residual branch: attn.proj and mlp.fc2 of transformer blocks, the
     last norm of ResNet blocks (what timm's zero_init_last zeroes)."""
-    ends = []
-    for module in model.modules():
-        attn, mlp = getattr(module, "attn", None), getattr(module, "mlp", None)
-        if attn is not None and mlp is not None and hasattr(attn, "proj") and hasattr(mlp, "fc2"):
-            ends += [attn.proj, mlp.fc2]
-        for name in ("bn3", "bn2"):  # bottleneck blocks end in bn3, basic blocks in bn2
-            if hasattr(module, "conv1") and isinstance(getattr(module, name, None), nn.BatchNorm2d):
-                ends.append(getattr(module, name))
-                break
-    if not ends:
-        raise ZooError(f"no residual branches found in {type(model).__name__}")
-    return ends
+    return [end for block in residual_blocks(model) for end in _branch_end(block)]
+
+
+@INITS.register(
+    "lir",
+    formula="W ~ N(0, (std / sqrt(l))^2) in residual block l = 1..L, N(0, std^2) elsewhere (LIR); "
+            "with tvr_std > 0, every tvr_interval steps each block weight whose std exceeds "
+            "tvr_threshold * tvr_std is rescaled to (W - mean) tvr_std / std + mean and its bias "
+            "zeroed (TVR)",
+    paper=("Variance Control via Weight Rescaling in LLM Pre-training", "2503.17500"),
+    defaults={"std": 0.02, "tvr_std": 0.0, "tvr_interval": 50, "tvr_threshold": 1.2},
+    touches=TOUCHES + "; during training (TVR) the weights inside residual blocks",
+    keeps=KEEPS,
+    note="rules as in the authors' code (bluorion-com/weight_rescaling): TVR's target is not "
+         "depth-scaled, and it only shrinks weights. zoo applies them to convolutions too; the "
+         "paper has only Linear layers. tvr_std = 0 (default) is LIR alone",
+)
+def lir(std: float = 0.02, tvr_std: float = 0.0, tvr_interval: float = 50,
+        tvr_threshold: float = 1.2):
+    _positive("lir std", std)
+    if tvr_std < 0:
+        raise ZooError(f"lir tvr_std must be >= 0 (0 turns TVR off), got {tvr_std}")
+    _positive("lir tvr_interval", tvr_interval, integer=True)
+    _positive("lir tvr_threshold", tvr_threshold)
+
+    def apply(model: nn.Module, ctx: BuildContext) -> None:
+        _reinit(model, lambda w: nn.init.normal_(w, std=std))
+        with torch.no_grad():
+            for index, block in enumerate(residual_blocks(model), start=1):
+                for layer in _weight_layers(block):
+                    layer.weight.normal_(std=std / math.sqrt(index))
+
+    def rescale(model: nn.Module, step: int) -> None:
+        if step % int(tvr_interval):
+            return
+        with torch.no_grad():
+            for block in residual_blocks(model):
+                for layer in _weight_layers(block):
+                    mean, spread = layer.weight.mean(), layer.weight.std()
+                    if spread > tvr_threshold * tvr_std:
+                        layer.weight.sub_(mean).mul_(tvr_std / spread).add_(mean)
+                        if layer.bias is not None:
+                            layer.bias.zero_()
+
+    if tvr_std > 0:
+        apply.after_step = rescale  # called by the trainer after every optimizer step
+    return apply
 
 
 @INITS.register(
