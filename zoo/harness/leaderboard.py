@@ -36,13 +36,16 @@ GENERATED_NOTE = (
     "render overwrites this file."
 )
 READING_NOTE = (
-    "Test accuracy in %: mean ± sample standard deviation (n − 1) over seeds. Train time and "
-    "throughput are means over seeds. Only completed runs are averaged."
+    "Test accuracy in %: mean ± sample standard deviation (n − 1) over seeds. Churn in %: the "
+    "fraction of test examples two seeds of the same variant classify differently, averaged "
+    "over all pairs of seeds (\"Smooth activations and reproducibility in deep networks\"); "
+    "— where fewer than two seeds stored their predictions. Train time and throughput are means "
+    "over seeds. Only completed runs are averaged."
 )
 TABLE_HEADER = (
-    "| act | init | quant | test acc (%) | n seeds | params | train time (s) "
+    "| act | init | quant | test acc (%) | churn (%) | n seeds | params | train time (s) "
     "| throughput (samples/s) |\n"
-    "|:---|:---|:---|---:|---:|---:|---:|---:|"
+    "|:---|:---|:---|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -114,6 +117,21 @@ def _with_params(name: str, params: Any) -> str:
     return f"{name}({', '.join(f'{k}={show(params[k])}' for k in sorted(params))})"
 
 
+def _churn(runs: Iterable[RunRecord], predictions: Mapping[str, list[int]]) -> float | None:
+    """Mean pairwise test-set disagreement of the runs that stored predictions."""
+    from zoo.harness.diagnostics import churn
+
+    stored = [predictions[run.run_id] for run in sorted(runs, key=lambda r: r.run_id)
+              if run.run_id in predictions]
+    if len({len(p) for p in stored}) > 1:
+        return None  # different test sets: not comparable
+    return churn(stored)
+
+
+def format_percent(value: float | None, digits: int = 2) -> str:
+    return DASH if value is None else f"{100 * value:.{digits}f}"
+
+
 def _group(runs: Iterable[RunRecord], key: Any) -> dict[Any, list[RunRecord]]:
     groups: dict[Any, list[RunRecord]] = {}
     for run in runs:
@@ -137,7 +155,10 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     pages: dict[str, str] = {}
     owners: dict[str, tuple[str, str]] = {}
-    by_board = _group(store.runs(), lambda run: (run.dataset, run.arch))
+    every_run = store.runs()
+    predictions = {run_id: classes for run_id, (_, classes) in
+                   store.predictions([run.run_id for run in every_run]).items()}
+    by_board = _group(every_run, lambda run: (run.dataset, run.arch))
     for (dataset, arch), runs in sorted(by_board.items()):
         if not any(run.status == "completed" for run in runs):
             continue
@@ -147,7 +168,10 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
                 f"leaderboards {owners[name]} and {(dataset, arch)} would both be written to {name}"
             )
         owners[name] = (dataset, arch)
-        pages[name] = leaderboard_markdown(dataset, arch, runs)
+        pages[name] = leaderboard_markdown(dataset, arch, runs, predictions)
+    grid = init_grid_markdown(every_run, predictions)
+    if grid is not None:
+        pages[INIT_GRID_FILE] = grid
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -159,23 +183,27 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
     return paths
 
 
-def leaderboard_markdown(dataset: str, arch: str, runs: Iterable[RunRecord]) -> str:
-    """The markdown of one leaderboard from the runs of (dataset, arch), any status."""
+def leaderboard_markdown(dataset: str, arch: str, runs: Iterable[RunRecord],
+                         predictions: Mapping[str, list[int]] | None = None) -> str:
+    """The markdown of one leaderboard from the runs of (dataset, arch), any status;
+    `predictions` (run_id -> predicted test classes) gives the churn column."""
     lines = [f"# {dataset} / {arch}", "", GENERATED_NOTE, "", READING_NOTE]
     finished = [r for r in runs if r.dataset == dataset and r.arch == arch and r.status != "running"]
     for pid, protocol_runs in sorted(_group(finished, lambda run: run.protocol_id).items()):
-        lines += ["", *_protocol_section(dataset, pid, protocol_runs)]
+        lines += ["", *_protocol_section(dataset, pid, protocol_runs, predictions or {})]
     return "\n".join(lines) + "\n"
 
 
-def _protocol_section(dataset: str, pid: str, runs: list[RunRecord]) -> list[str]:
+def _protocol_section(dataset: str, pid: str, runs: list[RunRecord],
+                      predictions: Mapping[str, list[int]]) -> list[str]:
     runs = sorted(runs, key=lambda run: run.run_id)
     completed = [run for run in runs if run.status == "completed"]
     lines = [f"## Protocol `{pid}`", ""]
     lines += _protocol_block(dataset, runs, completed)
     lines.append("")
     if completed:
-        rows = [_table_row(variant, group) for variant, group in _group(completed, _variant).items()]
+        rows = [_table_row(variant, group, predictions)
+                for variant, group in _group(completed, _variant).items()]
         lines.append(TABLE_HEADER)
         lines += [row for _, row in sorted(rows)]
     else:
@@ -220,12 +248,14 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str
             yield f"{prefix}{key}", value
 
 
-def _table_row(variant: tuple[str, str, str], runs: list[RunRecord]) -> tuple[Any, str]:
+def _table_row(variant: tuple[str, str, str], runs: list[RunRecord],
+               predictions: Mapping[str, list[int]]) -> tuple[Any, str]:
     """(sort key, markdown row): best mean accuracy first, rows without one last, ties by name."""
     acc = _metric_values(runs, "test_acc")
     cells = [
         *(_cell(name) for name in variant),
         format_mean_std(acc),
+        format_percent(_churn(runs, predictions)),
         str(len(runs)),
         format_count(_metric_values(runs, "params")),
         format_mean(_metric_values(runs, "train_time_s")),
@@ -261,3 +291,91 @@ def _write_atomically(path: Path, text: str) -> None:
         atomic_write_text(path, text)
     except OSError as exc:
         raise ZooError(f"cannot write leaderboard {path}: {exc}") from exc
+
+
+# -- the initialization x activation grid ------------------------------------------------------
+
+INIT_GRID_FILE = "inits.md"
+INIT_GRID_NOTE = (
+    "Every activation trained with at least two initializations under one protocol (without "
+    "quantization) is a column; rows are the initializations, best mean accuracy over the "
+    "columns first. Cells are mean ± sample std (n − 1) over seeds, with (n=k) where fewer "
+    "seeds completed than in the protocol and the count of diverged seeds where any diverged. "
+    "Churn: mean pairwise disagreement of seeds' test predictions. Weight change: "
+    "‖W − W0‖ / ‖W0‖ after training, median over the weight matrices, mean over seeds (near 0: "
+    "lazy, order 1: rich). Feature rank: effective rank of the penultimate features on the "
+    "validation set, mean over seeds. Massive activation: largest |h| / median |h| in the "
+    "residual stream of the worst block, mean over seeds."
+)
+
+
+def init_grid_markdown(runs: Iterable[RunRecord],
+                       predictions: Mapping[str, list[int]]) -> str | None:
+    """`inits.md`: one activation x initialization grid per (data set, arch, protocol); None
+    when no activation was run with two initializations."""
+    sections = []
+    finished = [run for run in runs if run.status != "running" and _variant(run)[2] == "none"]
+    boards = _group(finished, lambda run: (run.dataset, run.arch, run.protocol_id))
+    for (dataset, arch, pid), board_runs in sorted(boards.items()):
+        section = _grid_section(dataset, arch, pid, board_runs, predictions)
+        if section:
+            sections += ["", *section]
+    if not sections:
+        return None
+    lines = ["# Initialization × activation", "", GENERATED_NOTE, "", INIT_GRID_NOTE]
+    return "\n".join(lines + sections) + "\n"
+
+
+def _grid_section(dataset: str, arch: str, pid: str, runs: list[RunRecord],
+                  predictions: Mapping[str, list[int]]) -> list[str]:
+    cells = _group(runs, lambda run: _variant(run)[:2])  # (act, init) -> runs
+    inits_of = _group(cells, lambda key: key[0])
+    acts = sorted(act for act, keys in inits_of.items() if len(keys) >= 2)
+    if not acts:
+        return []
+    inits = sorted({init for act, init in cells if act in acts})
+    completed = [run for run in runs if run.status == "completed" and _variant(run)[0] in acts]
+    seeds = len({run.seed for run in completed})
+
+    def done(act, init):
+        return [run for run in cells.get((act, init), []) if run.status == "completed"]
+
+    def mean_acc(init):
+        values = [v for act in acts for v in _metric_values(done(act, init), "test_acc")]
+        return statistics.mean(values) if values else -1.0
+
+    order = sorted(inits, key=lambda init: (-mean_acc(init), init))
+    best = {act: max((statistics.mean(_metric_values(done(act, init), "test_acc")), init)
+                     for init in inits if _metric_values(done(act, init), "test_acc"))[1]
+            for act in acts if any(_metric_values(done(act, i), "test_acc") for i in inits)}
+
+    def accuracy(act, init):
+        group = cells.get((act, init), [])
+        values = _metric_values(done(act, init), "test_acc")
+        text = format_mean_std(values) if values else DASH
+        if best.get(act) == init:
+            text = f"**{text}**"
+        if values and len(values) < seeds:
+            text += f" (n={len(values)})"
+        diverged = sum(run.status == "diverged" for run in group)
+        if diverged:
+            text += f", {diverged} diverged"
+        return text
+
+    def mean_of(key, digits):
+        return lambda act, init: format_mean(_metric_values(done(act, init), key), digits=digits)
+
+    def churn_cell(act, init):
+        return format_percent(_churn(done(act, init), predictions))
+
+    lines = [f"## {dataset} / {arch}, protocol `{pid}`", ""]
+    lines += _protocol_block(dataset, [r for r in runs if _variant(r)[0] in acts], completed)
+    for title, cell in (("Test accuracy (%)", accuracy), ("Churn (%)", churn_cell),
+                        ("Weight change ‖W − W0‖ / ‖W0‖", mean_of("weight_change_median", 3)),
+                        ("Feature rank", mean_of("feature_rank", 1)),
+                        ("Massive activation (max / median)", mean_of("massive_activation", 1))):
+        lines += ["", f"### {title}", "", "| init | " + " | ".join(_cell(a) for a in acts) + " |",
+                  "|:---|" + "---:|" * len(acts)]
+        lines += ["| " + " | ".join([_cell(init), *(cell(act, init) for act in acts)]) + " |"
+                  for init in order]
+    return lines
