@@ -239,7 +239,7 @@ class Trainer:
 
     # --- pieces ---------------------------------------------------------------------------
     def _train_epoch(self, model, optimizer, scheduler, batches: ShuffledBatches, epoch: int,
-                     progress: TrainingProgress, after_step) -> dict[str, Any]:
+                     progress: TrainingProgress, after_step=lambda step: None) -> dict[str, Any]:
         config = self.config
         model.train()
         loss_sum = torch.zeros((), device=self.device)
