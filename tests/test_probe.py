@@ -149,6 +149,16 @@ def test_probe_command_prints_the_table_and_writes_figure_and_json(capsys, tmp_p
                                                               stem.name + ".png"]  # no temp files
 
 
+def test_probes_of_different_settings_get_different_files(tmp_path):
+    base = ["probe", "vit", "--batch-size", "16", "--out", str(tmp_path)]
+    assert main([*base, "--act", "swish", "--act-param", "beta=1.5"]) == 0
+    assert main([*base, "--act", "swish", "--init", "lowrank", "--init-param", "rank=4"]) == 0
+    assert main([*base, "--act", "swish"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [
+        "vit-swish-default-digits-s0-beta1.5.json", "vit-swish-default-digits-s0.json",
+        "vit-swish-lowrank-digits-s0-rank4.json"]
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["probe", "vitt"], "unknown arch 'vitt'"),
     (["probe", "vit", "--act", "gelo"], "unknown act 'gelo'"),

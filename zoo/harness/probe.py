@@ -11,6 +11,7 @@ or exploding signal an initialization is meant to prevent.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,8 +147,14 @@ class ProbeResult:
 
     @property
     def stem(self) -> str:
+        """arch-act-init-dataset-sSEED, with the parameters set on act or init appended (e.g.
+        `-beta1.5`, `-rank4`) so that probes of different settings do not overwrite each other."""
         c = self.config
-        return f"{c['arch']}-{c['act']}-{c['init']}-{c['dataset']}-s{c['seed']}"
+        options = {**(c.get("act_params") or {}), **(c.get("init_params") or {})}
+        extra = "".join(f"-{k}{v:g}" if isinstance(v, (int, float)) else f"-{k}{v}"
+                        for k, v in sorted(options.items()))
+        stem = f"{c['arch']}-{c['act']}-{c['init']}-{c['dataset']}-s{c['seed']}{extra}"
+        return re.sub(r"[^A-Za-z0-9._=-]+", "_", stem)
 
 
 def probe_run(arch: str, *, act: str | None = None, init: str = "default",

@@ -24,7 +24,7 @@ from zoo.registry import INITS
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 TOUCHES = "weights of Linear and Conv layers (biases set to 0)"
-KEEPS = "normalization layers, position embeddings, class tokens"
+KEEPS = "normalization layers, embedding tables (nn.Embedding), position embeddings, class tokens"
 
 
 def _weight_layers(model: nn.Module):
