@@ -19,9 +19,9 @@ from rich.table import Table
 
 from zoo.harness import environment
 from zoo.harness.config import TrainConfig
-from zoo.harness.data import ShuffledBatches
 from zoo.harness.progress import TrainingProgress
-from zoo.harness.train import Trainer, build_for, load_data, make_optimizer, warmup_cosine
+from zoo.harness.tasks import ImageClassification
+from zoo.harness.train import Trainer, make_optimizer, warmup_cosine
 
 
 def bare_epoch(model, optimizer, x, y, batch_size: int, generator: torch.Generator) -> int:
@@ -50,11 +50,12 @@ def bench_harness(arch: str = "vit", act: str | None = None, dataset: str = "dig
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(config, out=out, device=device, show_progress=False)
     dev = trainer.device
-    data = load_data(config, dev)
-    zoo_model = build_for(config, data).to(dev)
+    task = ImageClassification(config, dev)
+    data = task.data
+    zoo_model = task.build().to(dev)
     bare_model = copy.deepcopy(zoo_model)
     zoo_opt, bare_opt = make_optimizer(zoo_model, config), make_optimizer(bare_model, config)
-    batches = ShuffledBatches(*data.train, config.batch_size, config.seed)
+    batches = task.train_batches()
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         zoo_opt, warmup_cosine(len(batches) * config.epochs, len(batches)))
     generator = torch.Generator().manual_seed(config.seed)
@@ -62,7 +63,7 @@ def bench_harness(arch: str = "vit", act: str | None = None, dataset: str = "dig
 
     def time_zoo(epoch: int) -> float:
         start = time.perf_counter()
-        row = trainer._train_epoch(zoo_model, zoo_opt, scheduler, batches, epoch, silent)
+        row = trainer._train_epoch(zoo_model, zoo_opt, scheduler, batches, epoch, silent, task)
         return row["samples"] / (time.perf_counter() - start)
 
     def time_bare() -> float:

@@ -7,7 +7,8 @@ from pathlib import Path
 from zoo.errors import ZooError
 from zoo.harness.config import TrainConfig
 from zoo.harness.rundir import RunDir, load_weights
-from zoo.harness.train import build_for, evaluate, load_data, resolve_device
+from zoo.harness.tasks import build_for, evaluate, load_data
+from zoo.harness.train import resolve_device
 
 
 def find_run(run: str, out: str | Path = "runs") -> RunDir:

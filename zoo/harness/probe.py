@@ -166,7 +166,8 @@ def probe_run(arch: str, *, act: str | None = None, init: str = "default",
     from zoo.harness import environment
     from zoo.harness.config import TrainConfig
     from zoo.harness.data import ShuffledBatches
-    from zoo.harness.train import build_for, load_data, resolve_device
+    from zoo.harness.tasks import build_for, load_data
+    from zoo.harness.train import resolve_device
     if batch_size <= 0:
         raise ZooError(f"--batch-size must be positive, got {batch_size}")
     config = TrainConfig.for_arch(arch, act=act, init=init, dataset=dataset, seed=seed,

@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import RunDiverged, ZooError
 from zoo.harness import environment
 from zoo.harness.config import TrainConfig
 from zoo.harness.diagnostics import activation_diagnostics, initial_weights, relative_weight_change
-from zoo.harness.data import ImageTensors, ShuffledBatches, eval_batches, load_dataset, to_device_tensors
 from zoo.harness.progress import TrainingProgress
 from zoo.harness.results import ResultsStore, RunRecord, protocol_id, utc_now
 from zoo.harness.rundir import RunDir, load_weights
-from zoo.models.build import build_model, count_parameters
+from zoo.harness.tasks import task_for
+from zoo.models.build import count_parameters
 from zoo.registry import INITS
 
 
@@ -41,22 +40,6 @@ def resolve_device(name: str) -> torch.device:
 
 def results_path(out: Path) -> Path:
     return Path(out) / "results.sqlite"
-
-
-def load_data(config: TrainConfig, device: torch.device) -> ImageTensors:
-    limit = {"train": config.train_subset} if config.train_subset else None
-    return to_device_tensors(load_dataset(config.dataset), config.dataset, device, limit=limit)
-
-
-def build_for(config: TrainConfig, data: ImageTensors) -> nn.Module:
-    spec = data.spec
-    return build_model(
-        config.arch, image_size=spec.image_size, channels=spec.channels,
-        num_classes=spec.num_classes, act=config.act, init=config.init, quant=config.quant,
-        seed=config.seed, act_params=config.act_params, init_params=config.init_params,
-        quant_params=config.quant_params, arch_params=config.arch_params,
-        calibration_batch=lambda: data.train[0][: config.batch_size],
-    )
 
 
 def training_rule(config: TrainConfig):
@@ -88,32 +71,6 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
-             autocast: bool = False, keep_predictions: bool = False) -> dict[str, Any]:
-    """Mean loss and accuracy; with `keep_predictions`, also every example's predicted class
-    (for churn across seeds)."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    predictions = []
-    for xb, yb in eval_batches(x, y, batch_size):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(xb)
-        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
-        predicted = logits.argmax(dim=1)
-        correct += (predicted == yb).sum()
-        if keep_predictions:
-            predictions.append(predicted.cpu())
-    model.train(was_training)
-    n = max(1, len(y))
-    found = {"loss": loss_sum.item() / n, "acc": correct.item() / n}
-    if keep_predictions:
-        found["predictions"] = torch.cat(predictions).tolist() if predictions else []
-    return found
 
 
 @dataclass
@@ -152,13 +109,14 @@ class Trainer:
             if previous is not None and previous.status == "completed":
                 return RunOutcome(self.run_dir, previous, config.epochs, already_done=True)
 
-            data = load_data(config, self.device)
-            model = build_for(config, data).to(self.device)
+            task = task_for(config, self.device)
+            model = task.build().to(self.device)
             rule = training_rule(config)
             after_step = getattr(rule, "after_step", None)
             step_hook = (lambda step: after_step(model, step)) if after_step else (lambda step: None)
             optimizer = make_optimizer(model, config, getattr(rule, "param_lr_scale", None))
-            steps_per_epoch = len(ShuffledBatches(*data.train, config.batch_size, config.seed))
+            batches = task.train_batches()
+            steps_per_epoch = len(batches)
             total_steps = steps_per_epoch * config.epochs
             warmup_steps = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
             scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -182,8 +140,7 @@ class Trainer:
                 self.run_dir.save_initial_weights(weights0)
                 self.run_dir.write_json("config.json", {
                     "config": config.to_dict(), "run_id": config.run_id(),
-                    "protocol": config.protocol(), "data": _data_summary(data),
-                    "data_spec": asdict(data.spec)})
+                    "protocol": config.protocol(), **task.run_summary()})
 
             env = environment.capture(self.device)
             self.run_dir.write_json("environment.json", env)
@@ -198,49 +155,47 @@ class Trainer:
             store.upsert(record)
 
             step_model = torch.compile(model) if self.compile else model
-            batches = ShuffledBatches(*data.train, config.batch_size, config.seed)
             progress = TrainingProgress(
                 f"{config.arch}·{config.act}", total_steps, enabled=self.show_progress)
-            sizes = data.spec.sizes
             progress.note(
                 f"{config.run_id()}: {config.arch}·{config.act}, init {config.init}, quant "
-                f"{config.quant}, on {config.dataset} ({sizes['train']} train / "
-                f"{sizes['validation']} val / {sizes['test']} test), {params:,} params, "
+                f"{config.quant}, on {task.describe()}, {params:,} params, "
                 f"{env['device']}" + (f"; resuming after epoch {start_epoch}" if start_epoch else ""))
             with progress:
                 progress.advance_to(start_epoch * steps_per_epoch)
                 for epoch in range(start_epoch, config.epochs):
                     row = self._train_epoch(step_model, optimizer, scheduler, batches, epoch,
-                                            progress, step_hook)
+                                            progress, task, step_hook)
                     if not math.isfinite(row["train_loss"]):
                         return self._diverged(store, record, history, row)
-                    val = evaluate(model, *data.validation, autocast=self.autocast)
-                    row.update(val_loss=val["loss"], val_acc=val["acc"])
-                    row.update(self._diagnostics(model, weights0, data.validation[0]))
+                    val = task.evaluate(model, "validation", self.autocast)
+                    row.update({f"val_{key}": value for key, value in val.items()})
+                    row.update(self._diagnostics(model, weights0, task.diagnostics_input()))
                     history.append(row)
                     self._checkpoint(epoch + 1, model, optimizer, scheduler, history, started_at)
                     progress.log_epoch(row, config.epochs)
 
-            test = evaluate(model, *data.test, autocast=self.autocast, keep_predictions=True)
+            test, predictions = task.final_metrics(model, self.autocast)
             train_time = sum(r["train_time_s"] for r in history)
             samples = sum(r["samples"] for r in history)
+            last = history[-1]
             record.metrics = {
-                "test_acc": test["acc"], "test_loss": test["loss"],
-                "val_acc": history[-1]["val_acc"], "val_loss": history[-1]["val_loss"],
-                "train_loss": history[-1]["train_loss"], "train_time_s": train_time,
+                **test, **{k: v for k, v in last.items() if k.startswith("val_")},
+                "train_loss": last["train_loss"], "train_time_s": train_time,
                 "samples_per_s": samples / train_time if train_time > 0 else None,
                 "params": params, "epochs_done": len(history),
-                **{k: history[-1][k] for k in _FINAL_DIAGNOSTICS if k in history[-1]},
+                **{k: last[k] for k in _FINAL_DIAGNOSTICS if k in last},
             }
             record.status, record.finished_at = "completed", utc_now()
             self.run_dir.write_json("result.json", {"status": record.status, "metrics": record.metrics})
-            store.upsert(record, predictions=test["predictions"], split="test")
+            store.upsert(record, predictions=predictions, split="test")
             return RunOutcome(self.run_dir, record, start_epoch, already_done=False)
 
     # --- pieces ---------------------------------------------------------------------------
-    def _train_epoch(self, model, optimizer, scheduler, batches: ShuffledBatches, epoch: int,
-                     progress: TrainingProgress, after_step=lambda step: None) -> dict[str, Any]:
-        config = self.config
+    def _train_epoch(self, model, optimizer, scheduler, batches, epoch: int,
+                     progress: TrainingProgress, task, after_step=lambda step: None
+                     ) -> dict[str, Any]:
+        """One epoch of `batches` (anything with len() and .epoch(k) -> (x, y) minibatches)."""
         model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -248,15 +203,15 @@ class Trainer:
         for step, (xb, yb) in enumerate(batches.epoch(epoch), start=1):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
+                loss = task.loss(logits, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             after_step(epoch * len(batches) + step)
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.detach().argmax(dim=1) == yb).sum()
-            seen += len(yb)
+            loss_sum += loss.detach() * yb.numel()  # examples, or tokens for language models
+            correct += task.correct(logits, yb)
+            seen += yb.numel()
             if step % self.LOG_EVERY == 0 or step == len(batches):
                 mean_loss = loss_sum.item() / seen
                 progress.update(step, len(batches), loss=mean_loss, acc=correct.item() / seen)
@@ -301,11 +256,3 @@ class Trainer:
 
 # Per-epoch diagnostics copied into the final metrics (the last epoch's values).
 _FINAL_DIAGNOSTICS = ("weight_change_median", "massive_activation", "feature_rank")
-
-
-def _data_summary(data: ImageTensors) -> dict[str, Any]:
-    """What defines the data a leaderboard compares on: image shape, classes, split sizes."""
-    spec = data.spec
-    height, width = spec.image_size
-    return {"image": f"{height}x{width}x{spec.channels}", "classes": spec.num_classes,
-            **{split: size for split, size in spec.sizes.items()}}
