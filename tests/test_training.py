@@ -207,3 +207,10 @@ def test_tvr_keeps_block_weights_at_the_target_std_during_training(tmp_path):
     _, free = RunDir(Trainer(untouched, out=tmp_path, show_progress=False).run().run_dir.path
                      ).load_model_state()
     assert free["blocks.0.attn.qkv.weight"].std().item() > 1.2 * 0.02
+
+
+def test_run_ids_are_stable_across_zoo_versions():
+    """The published runs' ids: a changed id would make `zoo train` retrain a stored run."""
+    assert TrainConfig.for_arch("vit", act="relu", seed=0).run_id() == \
+        "digits-vit-relu-default-none-s0-88d1757f"
+    assert "tokenizer" not in TrainConfig.for_arch("vit", act="relu").protocol()

@@ -34,6 +34,11 @@ class TrainConfig:
     init_params: dict[str, Any] = field(default_factory=dict)
     quant_params: dict[str, Any] = field(default_factory=dict)
     arch_params: dict[str, Any] = field(default_factory=dict)
+    # Language models only (None for image runs, and then left out of run ids and protocols, so
+    # that image runs keep the ids they had before these existed).
+    tokenizer: str | None = None
+    block_size: int | None = None  # tokens per training sequence
+    steps_per_epoch: int | None = None  # an "epoch" of random windows: checkpoint and eval interval
 
     @classmethod
     def for_arch(cls, arch: str, act: str | None = None, **overrides: Any) -> "TrainConfig":
@@ -68,6 +73,9 @@ class TrainConfig:
             raise ZooError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.seed < 0:
             raise ZooError(f"--seed must be >= 0, got {self.seed}")
+        for flag in ("block_size", "steps_per_epoch"):
+            if getattr(self, flag) is not None:
+                _positive(flag.replace("_", "-"), getattr(self, flag), integer=True)
 
     def protocol(self) -> dict[str, Any]:
         """Everything besides the variant and the seed that changes the result: runs compare
@@ -78,10 +86,17 @@ class TrainConfig:
             "label_smoothing": self.label_smoothing, "train_subset": self.train_subset,
             "optimizer": "adamw", "schedule": "linear warmup + cosine",
             "arch_params": self.arch_params,
+            **{k: v for k, v in self._language_fields().items() if v is not None},
         }
 
+    def _language_fields(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer, "block_size": self.block_size,
+                "steps_per_epoch": self.steps_per_epoch}
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """All fields; the language-model ones only when set."""
+        unset = {k for k, v in self._language_fields().items() if v is None}
+        return {k: v for k, v in asdict(self).items() if k not in unset}
 
     def run_id(self) -> str:
         """Readable and unique: the same configuration always maps to the same run directory,
