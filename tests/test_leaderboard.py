@@ -367,3 +367,22 @@ def test_the_init_grid_crosses_every_activation_run_with_two_or_more_inits(tmp_p
 def test_no_grid_page_without_an_activation_run_with_two_inits(tmp_path):
     runs = [grid_run("gelu", "default", 0, 0.9), grid_run("relu", "zero", 0, 0.9)]
     assert render_grid(tmp_path, runs) == ""
+
+
+# -- language models ---------------------------------------------------------------------------
+
+
+def test_language_model_boards_rank_by_validation_bits_per_byte(tmp_path):
+    runs = []
+    for act, bpbs in (("gelu_tanh", [2.10, 2.20]), ("golu", [2.00, 2.02])):
+        for seed, bpb in enumerate(bpbs):
+            run = make_run(f"{act}-{seed}", act=act, seed=seed, acc=None, arch="gpt2",
+                           dataset="shakespeare")
+            run.metrics.update(val_bpb=bpb, test_bpb=bpb + 0.1, test_ppl=5.0 + seed)
+            runs.append(run)
+    markdown = render_one(tmp_path, runs)
+    assert "Bits per byte" in markdown and "| val bpb | test bpb |" in markdown
+    first, second = table_rows(markdown)
+    assert first.startswith("| golu | default | fp32 | 2.0100 ± 0.0141 | 2.1100 ± 0.0141 | "
+                            "5.50 ± 0.71 | 2 |")
+    assert second.startswith("| gelu_tanh | default | fp32 | 2.1500 ± 0.0707 |")

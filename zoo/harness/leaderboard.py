@@ -42,6 +42,17 @@ READING_NOTE = (
     "— where fewer than two seeds stored their predictions. Train time and throughput are means "
     "over seeds. Only completed runs are averaged."
 )
+LM_READING_NOTE = (
+    "Language models. Bits per byte (bpb): the mean next-token loss in bits, times tokens, over "
+    "the UTF-8 bytes of the split — comparable across tokenizers, unlike perplexity (per token, "
+    "shown for the test split). Mean ± sample standard deviation (n − 1) over seeds, lower is "
+    "better. Throughput is in tokens per second. Only completed runs are averaged."
+)
+LM_TABLE_HEADER = (
+    "| act | init | quant | val bpb | test bpb | test perplexity | n seeds | params "
+    "| train time (s) | throughput (tokens/s) |\n"
+    "|:---|:---|:---|---:|---:|---:|---:|---:|---:|---:|"
+)
 TABLE_HEADER = (
     "| act | init | quant | test acc (%) | churn (%) | n seeds | params | train time (s) "
     "| throughput (samples/s) |\n"
@@ -187,7 +198,9 @@ def leaderboard_markdown(dataset: str, arch: str, runs: Iterable[RunRecord],
                          predictions: Mapping[str, list[int]] | None = None) -> str:
     """The markdown of one leaderboard from the runs of (dataset, arch), any status;
     `predictions` (run_id -> predicted test classes) gives the churn column."""
-    lines = [f"# {dataset} / {arch}", "", GENERATED_NOTE, "", READING_NOTE]
+    runs = list(runs)
+    note = LM_READING_NOTE if _is_language_model(runs) else READING_NOTE
+    lines = [f"# {dataset} / {arch}", "", GENERATED_NOTE, "", note]
     finished = [r for r in runs if r.dataset == dataset and r.arch == arch and r.status != "running"]
     for pid, protocol_runs in sorted(_group(finished, lambda run: run.protocol_id).items()):
         lines += ["", *_protocol_section(dataset, pid, protocol_runs, predictions or {})]
@@ -202,9 +215,11 @@ def _protocol_section(dataset: str, pid: str, runs: list[RunRecord],
     lines += _protocol_block(dataset, runs, completed)
     lines.append("")
     if completed:
-        rows = [_table_row(variant, group, predictions)
+        language = _is_language_model(runs)
+        rows = [_lm_table_row(variant, group) if language else
+                _table_row(variant, group, predictions)
                 for variant, group in _group(completed, _variant).items()]
-        lines.append(TABLE_HEADER)
+        lines.append(LM_TABLE_HEADER if language else TABLE_HEADER)
         lines += [row for _, row in sorted(rows)]
     else:
         lines.append("No run of this protocol completed.")
@@ -262,6 +277,28 @@ def _table_row(variant: tuple[str, str, str], runs: list[RunRecord],
         format_mean(_metric_values(runs, "samples_per_s")),
     ]
     sort_key = (0, -statistics.mean(acc), variant) if acc else (1, 0.0, variant)
+    return sort_key, "| " + " | ".join(cells) + " |"
+
+
+def _is_language_model(runs: Iterable[RunRecord]) -> bool:
+    """Language-model runs record bits per byte instead of accuracy."""
+    return any("val_bpb" in run.metrics for run in runs)
+
+
+def _lm_table_row(variant: tuple[str, str, str], runs: list[RunRecord]) -> tuple[Any, str]:
+    """(sort key, markdown row): lowest mean validation bits per byte first."""
+    val = _metric_values(runs, "val_bpb")
+    cells = [
+        *(_cell(name) for name in variant),
+        format_mean_std(val, scale=1.0, digits=4),
+        format_mean_std(_metric_values(runs, "test_bpb"), scale=1.0, digits=4),
+        format_mean_std(_metric_values(runs, "test_ppl"), scale=1.0, digits=2),
+        str(len(runs)),
+        format_count(_metric_values(runs, "params")),
+        format_mean(_metric_values(runs, "train_time_s")),
+        format_mean(_metric_values(runs, "samples_per_s")),
+    ]
+    sort_key = (0, statistics.mean(val), variant) if val else (1, 0.0, variant)
     return sort_key, "| " + " | ".join(cells) + " |"
 
 
