@@ -74,8 +74,12 @@ def activation_diagnostics(model: nn.Module, x: torch.Tensor, batch_size: int = 
         return hook
 
     hooks = [block.register_forward_hook(record_peak(name)) for name, block in blocks]
-    hooks.append(_classifier(model).register_forward_pre_hook(
-        lambda module, inputs: features.append(inputs[0].detach().float().flatten(1).cpu())))
+    def record_features(module, inputs):
+        h = inputs[0].detach().float()
+        # one row per example, or per token for a language model's (B, T, C) input
+        features.append(h.reshape(-1, h.shape[-1]).cpu())
+
+    hooks.append(_classifier(model).register_forward_pre_hook(record_features))
     try:
         for start in range(0, len(x), batch_size):
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):

@@ -93,6 +93,9 @@ def classifier_head(model: nn.Module) -> nn.Linear:
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     if isinstance(head, nn.Linear):
         return head
+    if isinstance(head, nn.Module):  # e.g. gpt2's head tied to the token embedding
+        raise ZooError(f"unit_scaling needs a Linear readout; {type(model).__name__}'s classifier "
+                       f"is a {type(head).__name__} (tied embeddings are not unit-scaled)")
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     classes = getattr(model, "num_classes", None)
     linears = [m for m in linears if m.out_features == classes] or linears
