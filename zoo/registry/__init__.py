@@ -44,7 +44,7 @@ def find(name: str) -> list[Entry]:
 
 # Built-in entries register themselves on import.
 from zoo.registry import (  # noqa: E402,F401
-    acts, archs, datasets, inits, inits_transfer, inits_unit, quants)
+    acts, archs, datasets, inits, inits_transfer, inits_unit, quants, text_datasets)
 
 __all__ = ["ARCHS", "ACTS", "INITS", "QUANTS", "DATASETS", "REGISTRIES", "Entry", "Paper",
            "Registry", "registry_for", "find"]
