@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from zoo.errors import ZooError
 
@@ -56,7 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set an init option, e.g. --init-param rank=4 (several at once or repeated)")
     p.add_argument("--init", default="default", help="initialization (default: the architecture's)")
     p.add_argument("--quant", default="none", help="quantization (default: none)")
-    p.add_argument("--dataset", default="digits", help="data set (default: digits)")
+    p.add_argument("--dataset", help="data set or text corpus (default: the architecture's "
+                                     "recipe, else digits)")
+    p.add_argument("--arch-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="set an architecture option, e.g. --arch-param size=tiny (gpt2)")
+    p.add_argument("--tokenizer", help="language models: byte, bpe or gpt2 (default: recipe)")
+    p.add_argument("--block-size", type=int, help="language models: tokens per sequence")
+    p.add_argument("--steps-per-epoch", type=int,
+                   help="language models: steps between checkpoints and validation passes")
     p.add_argument("--epochs", type=int, help="epochs (default: the architecture's recipe)")
     p.add_argument("--batch-size", type=int, help="batch size (default: recipe)")
     p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: recipe)")
@@ -180,7 +187,10 @@ def cmd_train(args) -> int:
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, train_subset=args.train_subset,
         act_params=_parse_params(args.act_param, "--act-param"),
-        init_params=_parse_options(args.init_param, "--init-param"))
+        init_params=_parse_options(args.init_param, "--init-param"),
+        arch_params=_parse_options(args.arch_param, "--arch-param"),
+        tokenizer=args.tokenizer, block_size=args.block_size,
+        steps_per_epoch=args.steps_per_epoch)
     trainer = Trainer(config, out=args.out, device=args.device, compile=args.compile,
                       show_progress=not args.no_progress)
     outcome = trainer.run()
@@ -189,9 +199,14 @@ def cmd_train(args) -> int:
         print(f"run {outcome.record.run_id} already completed; stored result:")
     elif outcome.resumed_from:
         print(f"resumed {outcome.record.run_id} after epoch {outcome.resumed_from}")
-    print(f"test accuracy: {m['test_acc']:.2%}  (test loss {m['test_loss']:.4f}, "
-          f"{m['params']:,} params, {m['train_time_s']:.1f} s training, "
-          f"{m['samples_per_s']:.0f} samples/s)")
+    if "test_bpb" in m:  # a language model
+        print(f"test bits per byte: {m['test_bpb']:.4f}  (perplexity {m['test_ppl']:.2f}, "
+              f"val bpb {m['val_bpb']:.4f}, {m['params']:,} params, {m['train_time_s']:.1f} s "
+              f"training, {m['samples_per_s']:,.0f} tokens/s)")
+    else:
+        print(f"test accuracy: {m['test_acc']:.2%}  (test loss {m['test_loss']:.4f}, "
+              f"{m['params']:,} params, {m['train_time_s']:.1f} s training, "
+              f"{m['samples_per_s']:.0f} samples/s)")
     print(f"run saved to {outcome.run_dir.path}")
     return 0
 
@@ -270,17 +285,20 @@ def cmd_probe(args) -> int:
     return 0
 
 
-def _parse_options(items: list[str], flag: str) -> dict[str, float | str] | None:
-    # Unlike activation parameters, init options may be words (kaiming's mode=fan_out).
-    options = {}
+def _parse_options(items: list[str], flag: str) -> dict[str, Any] | None:
+    # Unlike activation parameters, these may be words (kaiming's mode=fan_out, gpt2's
+    # size=tiny) or whole numbers (gpt2's n_layer=3).
+    options: dict[str, Any] = {}
     for item in items:
         name, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not name or not value:
             raise ZooError(f"{flag} takes NAME=VALUE, got '{item}'")
-        try:
-            options[name] = float(value)
-        except ValueError:
-            options[name] = value
+        for parse in (int, float, str):
+            try:
+                options[name] = parse(value)
+                break
+            except ValueError:
+                continue
     return options or None
 
 

@@ -46,6 +46,8 @@ class TrainConfig:
         entry = ARCHS.get(arch)
         recipe = {**FALLBACK_RECIPE, **entry.extra.get("recipe", {})}
         chosen = {k: v for k, v in overrides.items() if v is not None}
+        if "arch_params" in chosen:  # options add to the recipe's (gpt2's size), not replace them
+            chosen["arch_params"] = {**recipe.get("arch_params", {}), **chosen["arch_params"]}
         config = cls(arch=arch, act=act or entry.extra.get("default_act", "relu"),
                      **{**recipe, **chosen})
         config.validate()
@@ -60,6 +62,13 @@ class TrainConfig:
             INITS.get(self.init).create(**self.init_params)
         except TypeError as exc:
             raise ZooError(f"bad --init-param for {self.init}: {exc}") from None
+        language_arch = "text" in ARCHS.get(self.arch).tags
+        if language_arch != ("text" in DATASETS.get(self.dataset).tags):
+            kind = "a language model: pick a text corpus" if language_arch else \
+                "an image model: pick an image data set"
+            raise ZooError(f"{self.arch} is {kind} (`zoo list datasets`), not {self.dataset}")
+        if language_arch and not (self.tokenizer and self.block_size and self.steps_per_epoch):
+            raise ZooError(f"{self.arch} needs --tokenizer, --block-size and --steps-per-epoch")
         _positive("epochs", self.epochs, integer=True)
         _positive("batch-size", self.batch_size, integer=True)
         _positive("lr", self.lr)

@@ -9,21 +9,23 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 class TrainingProgress:
     def __init__(self, label: str, total_steps: int, enabled: bool = True,
-                 console: Console | None = None):
+                 console: Console | None = None, unit: str = "samples"):
         self.enabled = enabled
         self.console = console or Console(stderr=True)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.2%}"),
+            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.2%}  "
+                       "{task.fields[rate]:,.0f} " + unit + "/s"),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
             console=self.console,
             disable=not enabled,
         )
-        self._task = self._progress.add_task(label, total=total_steps, loss=float("nan"), acc=0.0)
+        self._task = self._progress.add_task(label, total=total_steps, loss=float("nan"), acc=0.0,
+                                             rate=0.0)
         self._epoch_start = 0
 
     def __enter__(self) -> "TrainingProgress":
@@ -38,9 +40,11 @@ class TrainingProgress:
         self._epoch_start = completed_steps
         self._progress.update(self._task, completed=completed_steps)
 
-    def update(self, step_in_epoch: int, steps_per_epoch: int, loss: float, acc: float) -> None:
+    def update(self, step_in_epoch: int, steps_per_epoch: int, loss: float, acc: float,
+               rate: float = 0.0) -> None:
+        """`rate`: examples (or tokens) per second so far in this epoch."""
         self._progress.update(self._task, completed=self._epoch_start + step_in_epoch,
-                              loss=loss, acc=acc)
+                              loss=loss, acc=acc, rate=rate)
         if step_in_epoch == steps_per_epoch:
             self._epoch_start += steps_per_epoch
 

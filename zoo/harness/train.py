@@ -156,7 +156,8 @@ class Trainer:
 
             step_model = torch.compile(model) if self.compile else model
             progress = TrainingProgress(
-                f"{config.arch}·{config.act}", total_steps, enabled=self.show_progress)
+                f"{config.arch}·{config.act}", total_steps, enabled=self.show_progress,
+                unit=task.unit)
             progress.note(
                 f"{config.run_id()}: {config.arch}·{config.act}, init {config.init}, quant "
                 f"{config.quant}, on {task.describe()}, {params:,} params, "
@@ -214,7 +215,8 @@ class Trainer:
             seen += yb.numel()
             if step % self.LOG_EVERY == 0 or step == len(batches):
                 mean_loss = loss_sum.item() / seen
-                progress.update(step, len(batches), loss=mean_loss, acc=correct.item() / seen)
+                progress.update(step, len(batches), loss=mean_loss, acc=correct.item() / seen,
+                                rate=seen / (time.perf_counter() - start))
                 if not math.isfinite(mean_loss):
                     break  # no point finishing an epoch that has already diverged
         elapsed = time.perf_counter() - start

@@ -21,9 +21,6 @@ def default_act(arch: str) -> str:
 def build_model(
     arch: str,
     *,
-    image_size: tuple[int, int],
-    channels: int,
-    num_classes: int,
     act: str | None = None,
     init: str = "default",
     quant: str = "none",
@@ -33,7 +30,10 @@ def build_model(
     quant_params: dict[str, Any] | None = None,
     arch_params: dict[str, Any] | None = None,
     calibration_batch=None,
+    **data_shape: Any,
 ) -> nn.Module:
+    """`data_shape` is what the architecture's factory needs to know about the data: image_size,
+    channels and num_classes for image models, vocab_size and block_size for language models."""
     arch_entry = ARCHS.get(arch)
     act = act or default_act(arch)
     ACTS.get(act)  # fail on an unknown name before any work
@@ -42,11 +42,11 @@ def build_model(
 
     torch.manual_seed(seed)
     try:
+        if "image_size" in data_shape:
+            data_shape["image_size"] = tuple(data_shape["image_size"])
         model = arch_entry.create(
-            image_size=tuple(image_size),
-            channels=channels,
-            num_classes=num_classes,
             act_layer=act_layer_for(act, **(act_params or {})),
+            **data_shape,
             **(arch_params or {}),
         )
     except TypeError as exc:  # an unknown size option for this architecture

@@ -41,3 +41,25 @@ ARCHS.register(
     recipe={"epochs": 50, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.3, "warmup_epochs": 2,
             "label_smoothing": 0.1},
 )(small_kat)
+
+
+def _gpt2(**options):
+    from zoo.models.gpt2 import small_gpt2  # imported on use: `zoo list` stays fast
+
+    return small_gpt2(**options)
+
+
+ARCHS.register(
+    "gpt2",
+    summary="GPT-2 (nanoGPT-style: SDPA attention, tied embeddings, GPT-2's init); sizes nano, "
+            "tiny, mini, small (124M) through --arch-param size=NAME",
+    paper=("Language Models are Unsupervised Multitask Learners", None),
+    tags=("text", "transformer"),
+    default_act="gelu_tanh",
+    # nano on the embedded Shakespeare with bytes: a few minutes on a 2-core CPU. An "epoch" is
+    # steps_per_epoch random windows (a checkpoint and a validation pass each).
+    recipe={"dataset": "shakespeare", "tokenizer": "byte", "block_size": 128,
+            "steps_per_epoch": 100, "epochs": 10, "batch_size": 32, "lr": 2e-3,
+            "weight_decay": 0.1, "warmup_epochs": 1, "label_smoothing": 0.0,
+            "arch_params": {"size": "nano"}},
+)(_gpt2)
