@@ -67,7 +67,7 @@ class TrainConfig:
             kind = "a language model: pick a text corpus" if language_arch else \
                 "an image model: pick an image data set"
             raise ZooError(f"{self.arch} is {kind} (`zoo list datasets`), not {self.dataset}")
-        if language_arch and not (self.tokenizer and self.block_size and self.steps_per_epoch):
+        if language_arch and None in (self.tokenizer, self.block_size, self.steps_per_epoch):
             raise ZooError(f"{self.arch} needs --tokenizer, --block-size and --steps-per-epoch")
         _positive("epochs", self.epochs, integer=True)
         _positive("batch-size", self.batch_size, integer=True)
