@@ -167,3 +167,14 @@ def test_the_embedded_corpus_trains_end_to_end(tmp_path):
 def test_a_config_mixing_model_and_data_kinds_is_refused():
     with pytest.raises(ZooError, match="language model"):
         TrainConfig.for_arch("gpt2", dataset="fashion-mnist")
+
+
+def test_bench_harness_times_zoo_against_nanogpts_loop_in_tokens_per_second(capsys):
+    from zoo.harness.bench import bench_harness
+
+    result = bench_harness("gpt2", dataset="shakespeare_excerpt", batch_size=4, epochs=1,
+                           repeats=1, device="cpu", steps_per_epoch=3)
+    assert result["unit"] == "tokens"
+    assert result["ratio"] == result["zoo_tokens_per_s"] / result["bare_tokens_per_s"]
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps to the terminal's width
+    assert "tokens/s" in out and "batch 4 x 128 tokens" in out

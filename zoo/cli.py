@@ -98,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="zoo's training step against a bare PyTorch loop, same model and data")
     b.add_argument("arch", nargs="?", default="vit")
     b.add_argument("--act", help="activation (default: the architecture's own)")
-    b.add_argument("--dataset", default="digits")
-    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--dataset", help="default: the architecture's recipe")
+    b.add_argument("--batch-size", type=int, help="default: the architecture's recipe")
+    b.add_argument("--steps-per-epoch", type=int,
+                   help="language models: steps per timed epoch (default: recipe)")
     b.add_argument("--epochs", type=int, default=2, help="timed epochs per repetition")
     b.add_argument("--repeats", type=int, default=5, help="alternating repetitions of each loop")
     b.add_argument("--device", default="auto")
@@ -268,7 +270,8 @@ def cmd_bench(args) -> int:
                       compile=args.compile, out=Path("leaderboards/kernels.md") if args.write else None)
     if args.target == "harness":
         bench_harness(args.arch, act=args.act, dataset=args.dataset, batch_size=args.batch_size,
-                      epochs=args.epochs, repeats=args.repeats, device=args.device)
+                      epochs=args.epochs, repeats=args.repeats, device=args.device,
+                      steps_per_epoch=args.steps_per_epoch)
     return 0
 
 
