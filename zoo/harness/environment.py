@@ -24,7 +24,8 @@ def _version(package: str) -> str | None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{cpu_name()} ({threads} thread{'s' if threads != 1 else ''})"
 
 
 def cpu_name() -> str:
