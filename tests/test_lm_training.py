@@ -178,3 +178,14 @@ def test_bench_harness_times_zoo_against_nanogpts_loop_in_tokens_per_second(caps
     assert result["ratio"] == result["zoo_tokens_per_s"] / result["bare_tokens_per_s"]
     out = " ".join(capsys.readouterr().out.split())  # rich wraps to the terminal's width
     assert "tokens/s" in out and "batch 4 x 128 tokens" in out
+
+
+def test_eval_reproduces_a_language_models_stored_bits_per_byte(tmp_path, capsys):
+    from zoo.harness.evaluate import evaluate_run
+
+    outcome = Trainer(quick_config(), out=tmp_path, show_progress=False).run()
+    report = evaluate_run(outcome.record.run_id, out=tmp_path, device="cpu")
+    assert report["test_bpb"] == pytest.approx(outcome.record.metrics["test_bpb"], rel=1e-9)
+    assert report["stored_test_bpb"] == outcome.record.metrics["test_bpb"]
+    assert main(["eval", outcome.record.run_id, "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert "test bits per byte" in capsys.readouterr().out

@@ -79,10 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("eval", parents=[plugin], help="evaluate a stored run on its test split")
+    p = sub.add_parser("eval", parents=[plugin], help="evaluate a stored run on its test split",
+                       description="Evaluate a stored run on its test split, or a language "
+                                   "model on lm-evaluation-harness tasks (--lm-eval).")
     p.add_argument("run", help="a run directory, or a run id inside --out")
     p.add_argument("--out", default="runs", type=Path, help="where runs live (default ./runs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--lm-eval", metavar="TASKS",
+                   help="language models: run lm-eval tasks (comma-separated), zoo's offline "
+                        "shakespeare_ppl and shakespeare_speaker or any of lm-eval's; writes "
+                        "RUN/lm_eval.json")
+    p.add_argument("--limit", type=float, metavar="N",
+                   help="with --lm-eval: the first N documents of each task (below 1: a fraction)")
+    p.add_argument("--num-fewshot", type=int, metavar="K",
+                   help="with --lm-eval: few-shot examples per prompt (default: each task's)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="B",
+                   help="with --lm-eval: sequences per forward pass (default 16)")
 
     p = sub.add_parser("leaderboard", parents=[plugin],
                        help="render leaderboards/*.md from the results database")
@@ -227,14 +239,41 @@ def _parse_params(items: list[str], flag: str) -> dict[str, float] | None:
 
 
 def cmd_eval(args) -> int:
+    if args.lm_eval is not None:
+        return _cmd_lm_eval(args)
+    if args.limit is not None or args.num_fewshot is not None:
+        raise ZooError("--limit and --num-fewshot go with --lm-eval TASKS")
     from zoo.harness.evaluate import evaluate_run
 
     report = evaluate_run(args.run, out=args.out, device=args.device)
-    print(f"{report['run_id']}: test accuracy {report['test_acc']:.2%}, "
-          f"test loss {report['test_loss']:.4f} (checkpoint of epoch {report['epoch']})")
-    stored = report.get("stored_test_acc")
+    if "test_bpb" in report:  # a language model
+        print(f"{report['run_id']}: test bits per byte {report['test_bpb']:.4f}, perplexity "
+              f"{report['test_ppl']:.2f} (checkpoint of epoch {report['epoch']})")
+        stored, shown = report.get("stored_test_bpb"), "{:.4f} bits per byte"
+    else:
+        print(f"{report['run_id']}: test accuracy {report['test_acc']:.2%}, "
+              f"test loss {report['test_loss']:.4f} (checkpoint of epoch {report['epoch']})")
+        stored, shown = report.get("stored_test_acc"), "{:.2%}"
     if stored is not None:
-        print(f"stored at the end of training: {stored:.2%}")
+        print(f"stored at the end of training: {shown.format(stored)}")
+    return 0
+
+
+def _cmd_lm_eval(args) -> int:
+    from zoo.harness.lm_eval_adapter import (evaluate_run_lm, parse_task_list,
+                                             print_lm_eval_report)
+
+    limit = args.limit
+    if limit is not None and limit >= 1:
+        if limit != int(limit):
+            raise ZooError(f"--limit takes a whole number of documents (or a fraction below 1), "
+                           f"got {limit:g}")
+        limit = int(limit)
+    report, path = evaluate_run_lm(args.run, parse_task_list(args.lm_eval), out=args.out,
+                                   device=args.device, batch_size=args.batch_size, limit=limit,
+                                   num_fewshot=args.num_fewshot)
+    print_lm_eval_report(report)
+    print(f"wrote {path}")
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from zoo.errors import ZooError
 from zoo.harness.config import TrainConfig
 from zoo.harness.rundir import RunDir, load_weights
-from zoo.harness.tasks import build_for, evaluate, load_data
+from zoo.harness.tasks import task_for
 from zoo.harness.train import resolve_device
 
 
@@ -30,11 +30,11 @@ def evaluate_run(run: str, out: str | Path = "runs", device: str = "auto") -> di
         raise ZooError(f"run {run_dir.name} has no checkpoint yet (it has not finished an epoch)")
     dev = resolve_device(device)
     epoch, state = run_dir.load_model_state()
-    data = load_data(config, dev)
-    model = build_for(config, data).to(dev)
+    task = task_for(config, dev)
+    model = task.build().to(dev)
     load_weights(model, {k: v.to(dev) for k, v in state.items()}, run_dir.path)
-    test = evaluate(model, *data.test, autocast=dev.type == "cuda")
-    result = run_dir.read_json_if_present("result.json") or {}
-    return {"run_id": run_dir.name, "epoch": epoch, "test_acc": test["acc"],
-            "test_loss": test["loss"],
-            "stored_test_acc": result.get("metrics", {}).get("test_acc")}
+    test = task.evaluate(model, "test", autocast=dev.type == "cuda")
+    stored = (run_dir.read_json_if_present("result.json") or {}).get("metrics", {})
+    return {"run_id": run_dir.name, "epoch": epoch,
+            **{f"test_{key}": value for key, value in test.items()},
+            **{f"stored_test_{key}": stored.get(f"test_{key}") for key in test}}
