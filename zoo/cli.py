@@ -1,4 +1,4 @@
-"""The `zoo` command: list, info, train, eval, leaderboard, bench, probe.
+"""The `zoo` command: list, info, train, eval, quant-sweep, leaderboard, bench, probe.
 
 Every user mistake ends as one line on stderr (`zoo: error: ...`) and a non-zero exit code.
 """
@@ -55,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
                    help="set an init option, e.g. --init-param rank=4 (several at once or repeated)")
     p.add_argument("--init", default="default", help="initialization (default: the architecture's)")
-    p.add_argument("--quant", default="none", help="quantization (default: none)")
+    p.add_argument("--quant", default="none",
+                   help="quantization format, trained with --qat (default: none)")
+    p.add_argument("--quant-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="set a quantization option, e.g. --quant-param skip=first,last")
+    p.add_argument("--qat", action="store_true",
+                   help="quantization-aware training: fake-quantize in the forward pass, "
+                        "straight-through gradients")
     p.add_argument("--dataset", help="data set or text corpus (default: the architecture's "
                                      "recipe, else digits)")
     p.add_argument("--arch-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
@@ -95,6 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --lm-eval: few-shot examples per prompt (default: each task's)")
     p.add_argument("--batch-size", type=int, default=16, metavar="B",
                    help="with --lm-eval: sequences per forward pass (default 16)")
+    p.add_argument("--quant", metavar="QUANT",
+                   help="post-training quantization: quantize the float run with QUANT "
+                        "(calibrating on its first training batch), evaluate it and store the "
+                        "result in OUT/results.sqlite")
+    p.add_argument("--quant-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="with --quant: a quantization option, e.g. skip=first,last")
+
+    p = sub.add_parser("quant-sweep", parents=[plugin],
+                       help="post-training quantization of float runs with every format",
+                       description="Quantize each float RUN with every format (or --quants), "
+                                   "evaluate, and store the results; formats already stored "
+                                   "for a run are skipped, so an interrupted sweep resumes.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or run ids in --out")
+    p.add_argument("--quants", help="comma-separated formats (default: every quantization "
+                                    "format, see `zoo list quants`)")
+    p.add_argument("--out", default="runs", type=Path, help="where runs live (default ./runs)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--redo", action="store_true", help="evaluate formats already stored again")
 
     p = sub.add_parser("leaderboard", parents=[plugin],
                        help="render leaderboards/*.md from the results database")
@@ -203,6 +227,7 @@ def cmd_train(args) -> int:
         act_params=_parse_params(args.act_param, "--act-param"),
         init_params=_parse_options(args.init_param, "--init-param"),
         arch_params=_parse_options(args.arch_param, "--arch-param"),
+        quant_params=_parse_options(args.quant_param, "--quant-param"), qat=args.qat,
         tokenizer=args.tokenizer, block_size=args.block_size,
         steps_per_epoch=args.steps_per_epoch)
     trainer = Trainer(config, out=args.out, device=args.device, compile=args.compile,
@@ -243,6 +268,16 @@ def cmd_eval(args) -> int:
         return _cmd_lm_eval(args)
     if args.limit is not None or args.num_fewshot is not None:
         raise ZooError("--limit and --num-fewshot go with --lm-eval TASKS")
+    if args.quant is not None:
+        from zoo.harness.ptq import PTQSession, describe
+
+        session = PTQSession(args.run, out=args.out, device=args.device)
+        record = session.evaluate(args.quant, _parse_options(args.quant_param, "--quant-param"))
+        print(f"{record.run_id}: {describe(record)}")
+        print(f"stored in {args.out / 'results.sqlite'}")
+        return 0
+    if args.quant_param:
+        raise ZooError("--quant-param goes with --quant QUANT")
     from zoo.harness.evaluate import evaluate_run
 
     report = evaluate_run(args.run, out=args.out, device=args.device)
@@ -274,6 +309,23 @@ def _cmd_lm_eval(args) -> int:
                                    num_fewshot=args.num_fewshot)
     print_lm_eval_report(report)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_quant_sweep(args) -> int:
+    from zoo.harness.ptq import describe, quant_sweep
+    from zoo.registry.quants import SWEEP
+
+    quants = [q.strip() for q in args.quants.split(",") if q.strip()] if args.quants else SWEEP
+
+    def report(record, cached):
+        print(f"{record.run_id.split('+')[0]} {describe(record)}"
+              + ("  (stored earlier)" if cached else ""))
+
+    records = quant_sweep(args.runs, quants, out=args.out, device=args.device, redo=args.redo,
+                          report=report)
+    print(f"{len(records)} results in {args.out / 'results.sqlite'}; render them with "
+          f"`zoo leaderboard --out {args.out}`")
     return 0
 
 
@@ -345,7 +397,8 @@ def _parse_options(items: list[str], flag: str) -> dict[str, Any] | None:
 
 
 COMMANDS = {"list": cmd_list, "info": cmd_info, "train": cmd_train, "eval": cmd_eval,
-            "leaderboard": cmd_leaderboard, "bench": cmd_bench, "probe": cmd_probe}
+            "leaderboard": cmd_leaderboard, "bench": cmd_bench, "probe": cmd_probe,
+            "quant-sweep": cmd_quant_sweep}
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ class TrainConfig:
     tokenizer: str | None = None
     block_size: int | None = None  # tokens per training sequence
     steps_per_epoch: int | None = None  # an "epoch" of random windows: checkpoint and eval interval
+    # Quantization-aware training: the model trains with `quant` in its forward pass (fake
+    # quantization, straight-through gradients). Left out of run ids when False.
+    qat: bool = False
 
     @classmethod
     def for_arch(cls, arch: str, act: str | None = None, **overrides: Any) -> "TrainConfig":
@@ -62,6 +65,16 @@ class TrainConfig:
             INITS.get(self.init).create(**self.init_params)
         except TypeError as exc:
             raise ZooError(f"bad --init-param for {self.init}: {exc}") from None
+        try:
+            QUANTS.get(self.quant).create(**self.quant_params)
+        except TypeError as exc:
+            raise ZooError(f"bad --quant-param for {self.quant}: {exc}") from None
+        if self.quant != "none" and not self.qat:
+            raise ZooError(f"training with --quant {self.quant} needs --qat (quantization-aware "
+                           f"training); to quantize a trained run, use `zoo eval RUN --quant "
+                           f"{self.quant}`")
+        if self.qat and self.quant == "none":
+            raise ZooError("--qat needs a format: --quant QUANT (`zoo list quants`)")
         language_arch = "text" in ARCHS.get(self.arch).tags
         if language_arch != ("text" in DATASETS.get(self.dataset).tags):
             kind = "a language model: pick a text corpus" if language_arch else \
@@ -103,8 +116,10 @@ class TrainConfig:
                 "steps_per_epoch": self.steps_per_epoch}
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields; the language-model ones only when set."""
+        """All fields; the language-model ones only when set, `qat` only when on."""
         unset = {k for k, v in self._language_fields().items() if v is None}
+        if not self.qat:
+            unset.add("qat")
         return {k: v for k, v in asdict(self).items() if k not in unset}
 
     def run_id(self) -> str:

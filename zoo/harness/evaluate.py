@@ -18,7 +18,8 @@ def find_run(run: str, out: str | Path = "runs") -> RunDir:
     raise ZooError(f"no run '{run}': give a run directory or a run id inside {out}")
 
 
-def evaluate_run(run: str, out: str | Path = "runs", device: str = "auto") -> dict:
+def load_run_model(run: str, out: str | Path = "runs", device: str = "auto"):
+    """(run_dir, config, task, model with the checkpoint's weights, epoch) of a stored run."""
     run_dir = find_run(run, out)
     stored = run_dir.read_json("config.json")
     try:
@@ -33,7 +34,12 @@ def evaluate_run(run: str, out: str | Path = "runs", device: str = "auto") -> di
     task = task_for(config, dev)
     model = task.build().to(dev)
     load_weights(model, {k: v.to(dev) for k, v in state.items()}, run_dir.path)
-    test = task.evaluate(model, "test", autocast=dev.type == "cuda")
+    return run_dir, config, task, model, epoch
+
+
+def evaluate_run(run: str, out: str | Path = "runs", device: str = "auto") -> dict:
+    run_dir, config, task, model, epoch = load_run_model(run, out, device)
+    test = task.evaluate(model, "test", autocast=task.device.type == "cuda")
     stored = (run_dir.read_json_if_present("result.json") or {}).get("metrics", {})
     return {"run_id": run_dir.name, "epoch": epoch,
             **{f"test_{key}": value for key, value in test.items()},

@@ -23,7 +23,7 @@ from typing import Any
 
 from zoo.errors import ZooError
 from zoo.harness.atomic import atomic_write_text
-from zoo.harness.results import ResultsStore, RunRecord
+from zoo.harness.results import ResultsStore, RunRecord, is_ptq
 
 DASH = "—"
 DEVICE_KEY = "device"
@@ -159,16 +159,20 @@ def leaderboard_filename(dataset: str, arch: str) -> str:
 
 
 def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
-    """Write one leaderboard per (dataset, arch) with completed runs; return the paths, sorted.
+    """Write one leaderboard per (dataset, arch) with completed runs, the init grid, and one
+    quantization board per (dataset, arch) with quantized results; return the paths, sorted.
 
     Each file is replaced atomically; other files in `out_dir` are left alone.
     """
     out_dir = Path(out_dir)
     pages: dict[str, str] = {}
     owners: dict[str, tuple[str, str]] = {}
-    every_run = store.runs()
+    from zoo.harness.quant_leaderboard import quant_boards
+
+    stored = store.runs()
     predictions = {run_id: classes for run_id, (_, classes) in
-                   store.predictions([run.run_id for run in every_run]).items()}
+                   store.predictions([run.run_id for run in stored]).items()}
+    every_run = [run for run in stored if not is_ptq(run)]  # PTQ results: the quant boards
     by_board = _group(every_run, lambda run: (run.dataset, run.arch))
     for (dataset, arch), runs in sorted(by_board.items()):
         if not any(run.status == "completed" for run in runs):
@@ -183,6 +187,7 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
     grid = init_grid_markdown(every_run, predictions)
     if grid is not None:
         pages[INIT_GRID_FILE] = grid
+    pages.update(quant_boards(stored, predictions))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

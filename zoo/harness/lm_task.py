@@ -55,7 +55,15 @@ class LanguageModeling:
             act=config.act, init=config.init, quant=config.quant, seed=config.seed,
             act_params=config.act_params, init_params=config.init_params,
             quant_params=config.quant_params, arch_params=config.arch_params,
-            calibration_batch=lambda: self._first_windows("train"))
+            calibration_batch=self.calibration_batch)
+
+    def calibration_batch(self) -> torch.Tensor:
+        """What data-dependent inits and quantizers calibrate on: the first training windows."""
+        return self._first_windows("train")
+
+    def calibration_description(self) -> str:
+        windows = self.calibration_batch()
+        return f"the first {windows.shape[0]} training windows of {windows.shape[1]} tokens"
 
     def train_batches(self) -> RandomWindowBatches:
         c = self.config

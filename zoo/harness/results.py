@@ -36,6 +36,14 @@ _INDEXED = ("arch", "act", "init", "quant", "dataset", "seed", "status", "protoc
 _INHERITED: list[sqlite3.Connection] = []
 
 
+# A post-training-quantization record (zoo.harness.ptq) names its float run here in its config.
+PTQ_KEY = "ptq_of"
+
+
+def is_ptq(record: "RunRecord") -> bool:
+    return PTQ_KEY in (record.config or {})
+
+
 def protocol_id(protocol: dict[str, Any]) -> str:
     """Short id of a training protocol: sha256 of its canonical JSON, first 10 hex digits.
 

@@ -46,8 +46,13 @@ def build_for(config: TrainConfig, data: ImageTensors) -> nn.Module:
         num_classes=spec.num_classes, act=config.act, init=config.init, quant=config.quant,
         seed=config.seed, act_params=config.act_params, init_params=config.init_params,
         quant_params=config.quant_params, arch_params=config.arch_params,
-        calibration_batch=lambda: data.train[0][: config.batch_size],
+        calibration_batch=lambda: calibration_images(config, data),
     )
+
+
+def calibration_images(config: TrainConfig, data: ImageTensors) -> torch.Tensor:
+    """What data-dependent inits and quantizers calibrate on: the first training batch."""
+    return data.train[0][: config.batch_size]
 
 
 @torch.no_grad()
@@ -87,6 +92,12 @@ class ImageClassification:
 
     def build(self) -> nn.Module:
         return build_for(self.config, self.data)
+
+    def calibration_batch(self) -> torch.Tensor:
+        return calibration_images(self.config, self.data)
+
+    def calibration_description(self) -> str:
+        return f"the first {len(self.calibration_batch())} training images"
 
     def train_batches(self) -> ShuffledBatches:
         return ShuffledBatches(*self.data.train, self.config.batch_size, self.config.seed)

@@ -21,6 +21,7 @@ from zoo.harness.results import ResultsStore, RunRecord, protocol_id, utc_now
 from zoo.harness.rundir import RunDir, load_weights
 from zoo.harness.tasks import task_for
 from zoo.models.build import count_parameters
+from zoo.quant.apply import size_report
 from zoo.registry import INITS
 
 
@@ -186,6 +187,7 @@ class Trainer:
                 "samples_per_s": samples / train_time if train_time > 0 else None,
                 "params": params, "epochs_done": len(history),
                 **{k: last[k] for k in _FINAL_DIAGNOSTICS if k in last},
+                **(size_report(model) if config.quant != "none" else {}),
             }
             record.status, record.finished_at = "completed", utc_now()
             self.run_dir.write_json("result.json", {"status": record.status, "metrics": record.metrics})
