@@ -34,7 +34,7 @@ def quant_boards(runs: Iterable[RunRecord], predictions: Mapping[str, list[int]]
     boards = _group(runs, lambda run: (run.dataset, run.arch))
     pages = {}
     for (dataset, arch), board_runs in sorted(boards.items()):
-        if any(run.quant != "none" for run in board_runs):
+        if any(_mode(run) != "float" for run in board_runs):
             pages["quant-" + leaderboard_filename(dataset, arch)] = quant_markdown(
                 dataset, arch, board_runs, predictions)
     return pages
@@ -44,7 +44,7 @@ def quant_markdown(dataset: str, arch: str, runs: list[RunRecord],
                    predictions: Mapping[str, list[int]]) -> str:
     lines = [f"# Quantization: {dataset} / {arch}", "", GENERATED_NOTE, "", QUANT_NOTE]
     for pid, protocol_runs in sorted(_group(runs, lambda run: run.protocol_id).items()):
-        if any(run.quant != "none" for run in protocol_runs):
+        if any(_mode(run) != "float" for run in protocol_runs):
             lines += ["", *_section(dataset, pid, protocol_runs, predictions)]
     return "\n".join(lines) + "\n"
 
@@ -54,7 +54,9 @@ def _signed(text: str) -> str:
 
 
 def _mode(run: RunRecord) -> str:
-    return "float" if run.quant == "none" else ("PTQ" if is_ptq(run) else "QAT")
+    if is_ptq(run):
+        return "PTQ"
+    return "QAT" if (run.config.get("config") or {}).get("qat") else "float"
 
 
 def _section(dataset: str, pid: str, runs: list[RunRecord],
@@ -74,9 +76,9 @@ def _section(dataset: str, pid: str, runs: list[RunRecord],
               "|:---|:---|:---|:---|---:|---:|---:|---:|---:|---:|"]
     cells = _group(runs, lambda run: _variant(run)[:2])
     for (act, init), cell_runs in sorted(cells.items()):
-        if not any(run.quant != "none" for run in cell_runs):
+        if all(_mode(run) == "float" for run in cell_runs):
             continue
-        floats = [run for run in cell_runs if run.quant == "none"]
+        floats = [run for run in cell_runs if _mode(run) == "float" and run.quant == "none"]
         float_mean = statistics.mean(_metric_values(floats, metric)) if floats else None
         rows = []
         for (quant, mode), group in _group(cell_runs, lambda r: (_variant(r)[2], _mode(r))).items():
