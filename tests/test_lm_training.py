@@ -189,3 +189,20 @@ def test_eval_reproduces_a_language_models_stored_bits_per_byte(tmp_path, capsys
     assert report["stored_test_bpb"] == outcome.record.metrics["test_bpb"]
     assert main(["eval", outcome.record.run_id, "--out", str(tmp_path), "--device", "cpu"]) == 0
     assert "test bits per byte" in capsys.readouterr().out
+
+
+def test_post_training_quantization_of_a_language_model_reports_bits_per_byte(tmp_path):
+    from zoo.harness.ptq import PTQSession
+    from zoo.harness.quant_leaderboard import quant_boards
+    from zoo.harness.results import ResultsStore
+
+    outcome = Trainer(quick_config(), out=tmp_path, show_progress=False).run()
+    session = PTQSession(outcome.record.run_id, out=tmp_path, device="cpu")
+    record = session.evaluate("w8a8")
+    m = record.metrics
+    assert m["float_test_bpb"] == pytest.approx(outcome.record.metrics["test_bpb"], rel=1e-9)
+    assert abs(m["test_bpb"] - m["float_test_bpb"]) < 0.05  # 8 bits barely move the loss
+    assert "training windows of 32 tokens" in record.config["calibration"]
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        board = quant_boards(store.runs(), {})["quant-shakespeare_excerpt-gpt2.md"]
+    assert "| test bpb | Δ bpb |" in board and "| w8a8 | PTQ |" in board
