@@ -121,3 +121,12 @@ def test_ptq_refuses_qat_runs_and_the_float_format(float_runs, tmp_path, capsys)
     qat_id = Trainer(config, out=tmp_path, show_progress=False).run().record.run_id
     assert "starts from a float run" in one_line_error(
         capsys, main(["eval", qat_id, "--out", str(tmp_path), "--quant", "int4-g32"]))
+
+
+def test_differences_are_signed_and_zero_is_never_negative():
+    from zoo.harness.quant_leaderboard import _signed
+
+    assert _signed("0.12 ± 0.21") == "+0.12 ± 0.21"
+    assert _signed("-0.12 ± 0.21") == "-0.12 ± 0.21"
+    assert _signed("-0.00 ± 0.37") == "+0.00 ± 0.37"
+    assert _signed("—") == "—"

@@ -50,7 +50,13 @@ def quant_markdown(dataset: str, arch: str, runs: list[RunRecord],
 
 
 def _signed(text: str) -> str:
-    return text if text.startswith(("-", DASH)) else "+" + text
+    """'+0.12 ± 0.21' / '-0.12 ± 0.21'; a mean that rounds to zero is '+0.00', never '-0.00'."""
+    if text.startswith(DASH):
+        return text
+    mean, _, rest = text.partition(" ")
+    if float(mean) == 0:
+        mean = mean.lstrip("-")
+    return f"{mean if mean.startswith('-') else '+' + mean} {rest}"
 
 
 def _mode(run: RunRecord) -> str:
@@ -61,7 +67,10 @@ def _mode(run: RunRecord) -> str:
 
 def _section(dataset: str, pid: str, runs: list[RunRecord],
              predictions: Mapping[str, list[int]]) -> list[str]:
-    runs = sorted(runs, key=lambda run: run.run_id)
+    cells = _group(runs, lambda run: _variant(run)[:2])  # (act, init) -> runs
+    # only the (act, init) pairs that were quantized: their float runs are the baselines
+    runs = sorted((run for cell in cells.values() if any(_mode(r) != "float" for r in cell)
+                   for run in cell), key=lambda run: run.run_id)
     language = any("test_bpb" in run.metrics for run in runs)
     metric, unit, delta_unit, scale, digits = (
         ("test_bpb", "test bpb", "Δ bpb", 1.0, 4) if language else
@@ -74,10 +83,7 @@ def _section(dataset: str, pid: str, runs: list[RunRecord],
     lines += ["", f"| act | init | quant | mode | {unit} | {delta_unit} | churn (%) | bits / weight "
                   f"| model size (KiB) | n seeds |",
               "|:---|:---|:---|:---|---:|---:|---:|---:|---:|---:|"]
-    cells = _group(runs, lambda run: _variant(run)[:2])
-    for (act, init), cell_runs in sorted(cells.items()):
-        if all(_mode(run) == "float" for run in cell_runs):
-            continue
+    for (act, init), cell_runs in sorted(_group(runs, lambda run: _variant(run)[:2]).items()):
         floats = [run for run in cell_runs if _mode(run) == "float" and run.quant == "none"]
         float_mean = statistics.mean(_metric_values(floats, metric)) if floats else None
         rows = []
