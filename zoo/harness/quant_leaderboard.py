@@ -97,8 +97,11 @@ def _section(dataset: str, pid: str, runs: list[RunRecord],
                 delta_text = f"{(statistics.mean(values) - float_mean) * scale:+.{digits}f}"
             else:
                 delta_text = DASH
-            if mode == "float":  # float32 weights
-                bits, size = [32.0], [4 * p / 1024 for p in _metric_values(group, "params")]
+            if mode == "float":  # float32; the size PTQ measured includes buffers (BatchNorm's)
+                measured = _metric_values(cell_runs, "float_bytes")
+                bits = [32.0]
+                size = [b / 1024 for b in measured] if measured else \
+                    [4 * p / 1024 for p in _metric_values(group, "params")]
             else:
                 bits = _metric_values(group, "bits_per_weight")
                 size = [b / 1024 for b in _metric_values(group, "model_bytes")]
