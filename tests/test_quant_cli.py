@@ -130,3 +130,10 @@ def test_differences_are_signed_and_zero_is_never_negative():
     assert _signed("-0.12 ± 0.21") == "-0.12 ± 0.21"
     assert _signed("-0.00 ± 0.37") == "+0.00 ± 0.37"
     assert _signed("—") == "—"
+
+
+def test_bench_quant_times_the_reference_against_the_copy_on_cpu(capsys, tmp_path):
+    assert main(["bench", "quant", "--numel", "8192", "--device", "cpu", "--write"]) == 0
+    assert "int4" in capsys.readouterr().out
+    board = (tmp_path / "leaderboards" / "quant-kernels.md").read_text()
+    assert "copy" in board and "| nvfp4 |" in board

@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--device", default="auto")
     k.add_argument("--compile", action="store_true", help="also time torch.compile of the reference")
     k.add_argument("--write", action="store_true", help="write leaderboards/kernels.md")
+    q = bench.add_parser("quant", parents=[plugin],
+                         help="fake-quantization kernels against the PyTorch reference and the "
+                              "copy bandwidth")
+    q.add_argument("--numel", type=int, help="elements (default 2^26 on GPU, 2^20 on CPU)")
+    q.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="default bfloat16 on GPU, float32 on CPU")
+    q.add_argument("--device", default="auto")
+    q.add_argument("--write", action="store_true", help="write leaderboards/quant-kernels.md")
 
     p = sub.add_parser("probe", parents=[plugin],
                        help="signal propagation at initialization, layer by layer",
@@ -359,6 +367,24 @@ def cmd_bench(args) -> int:
         bench_kernels(args.acts or None, numel=args.numel, device=args.device,
                       dtype=getattr(torch, args.dtype) if args.dtype else None,
                       compile=args.compile, out=Path("leaderboards/kernels.md") if args.write else None)
+    if args.target == "quant":
+        import torch
+
+        from zoo.harness.atomic import atomic_write_text
+        from zoo.harness.quant_bench import (bench_quant, print_quant_bench,
+                                             quant_bench_environment, quant_bench_markdown)
+
+        if args.numel is not None and args.numel <= 0:
+            raise ZooError(f"--numel must be positive, got {args.numel}")
+        rows = bench_quant(numel=args.numel, device=args.device,
+                           dtype=getattr(torch, args.dtype) if args.dtype else None)
+        env = quant_bench_environment(args.device)
+        print_quant_bench(rows, env)
+        if args.write:
+            path = Path("leaderboards/quant-kernels.md")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, quant_bench_markdown(rows, env))
+            print(f"wrote {path}")
     if args.target == "harness":
         bench_harness(args.arch, act=args.act, dataset=args.dataset, batch_size=args.batch_size,
                       epochs=args.epochs, repeats=args.repeats, device=args.device,

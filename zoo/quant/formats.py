@@ -222,7 +222,9 @@ def quantize(x: torch.Tensor, fmt: Format) -> Quantized:
     elif fmt.scale_format == "e8m0":
         stored_scale = (e8m0_exponent_of(scale) + E8M0_BIAS).to(torch.uint8)
     elif fmt.scale_format == "e4m3":
-        stored_scale = encode(scale / tensor_scale, E4M3).to(torch.uint8)
+        # scale / tensor_scale can land one float32 step below the E4M3 block scale it came
+        # from, and `encode` expects a grid value: round back onto the grid first.
+        stored_scale = encode(round_to(scale / tensor_scale, E4M3), E4M3).to(torch.uint8)
     if zero is not None:
         zero = zero.to(torch.int8)
         if fmt.granularity == "tensor":
@@ -253,7 +255,8 @@ def dequantize(qt: Quantized, dtype: torch.dtype = torch.float32) -> torch.Tenso
     if fmt.granularity == "tensor":
         scale = scale.float().expand(rows, 1)
     elif fmt.scale_format == "e8m0":
-        scale = torch.ldexp(torch.ones(scale.shape), scale.to(torch.int32) - E8M0_BIAS)
+        scale = torch.ldexp(torch.ones(scale.shape, device=scale.device),
+                            scale.to(torch.int32) - E8M0_BIAS)
     elif fmt.scale_format == "e4m3":
         scale = decode(scale.to(torch.int32), E4M3) * qt.tensor_scale
     zero = None

@@ -14,7 +14,7 @@ def fake_quantize(x: torch.Tensor, fmt: Format) -> torch.Tensor:
     if x.is_cuda:
         from zoo.kernels import quant_cuda
 
-        if quant_cuda.can_launch(x):
+        if quant_cuda.can_launch(x, fmt):
             return quant_cuda.fake_quantize(x, fmt)
     return formats.fake_quantize(x, fmt)
 
