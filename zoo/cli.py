@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "recipe, else digits)")
     p.add_argument("--arch-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
                    help="set an architecture option, e.g. --arch-param size=tiny (gpt2)")
-    p.add_argument("--tokenizer", help="language models: byte, bpe or gpt2 (default: recipe)")
+    p.add_argument("--tokenizer", help="language models: byte, bpe or gpt2; image generators: "
+                                       "msvq or vq[:key=value,...] (default: recipe)")
     p.add_argument("--block-size", type=int, help="language models: tokens per sequence")
     p.add_argument("--steps-per-epoch", type=int,
                    help="language models: steps between checkpoints and validation passes")
@@ -107,6 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "result in OUT/results.sqlite")
     p.add_argument("--quant-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
                    help="with --quant: a quantization option, e.g. skip=first,last")
+    gen = p.add_argument_group("image generators (var, rar): generation metrics")
+    _sampling_options(gen)
+    gen.add_argument("--samples-per-class", type=int, default=None, metavar="N",
+                     help="samples per class for FID, precision/recall, class consistency "
+                          "(default 100)")
+    gen.add_argument("--inception", action="store_true",
+                     help="also the standard Inception FID (torchmetrics; downloads Inception "
+                          "weights: online only)")
+
+    p = sub.add_parser("sample", parents=[plugin], help="sample images from a stored generator",
+                       description="Sample a PNG grid from a stored var or rar run: column j "
+                                   "holds class j.")
+    p.add_argument("run", help="a run directory, or a run id inside --out")
+    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    _sampling_options(p)
+    p.add_argument("--file", type=Path,
+                   help="the PNG to write (default RUN/samples-<settings>.png)")
+    p.add_argument("--out", default="runs", type=Path, help="where runs live (default ./runs)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     p = sub.add_parser("quant-sweep", parents=[plugin],
                        help="post-training quantization of float runs with every format",
@@ -183,6 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sampling_options(p) -> None:
+    p.add_argument("--cfg", type=float, default=None,
+                   help="classifier-free guidance scale, 1 = conditional only (default 1.5)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k sampling, 0 = off (default 0)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="nucleus sampling, 1 = off (default 0.95)")
+    p.add_argument("--temperature", type=float, default=None, help="(default 1)")
+    p.add_argument("--sample-seed", type=int, default=None,
+                   help="seed of the sampling generator (default 0)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -246,7 +277,14 @@ def cmd_train(args) -> int:
         print(f"run {outcome.record.run_id} already completed; stored result:")
     elif outcome.resumed_from:
         print(f"resumed {outcome.record.run_id} after epoch {outcome.resumed_from}")
-    if "test_bpb" in m:  # a language model
+    if "fid" in m:  # an image generator
+        from zoo.harness.gen_eval import describe_generation
+
+        print(describe_generation(m))
+        print(f"test token loss {m['test_loss']:.4f}, {m['params']:,} params, "
+              f"{m['train_time_s']:.1f} s training; samples in "
+              f"{outcome.run_dir.path / 'samples.png'}")
+    elif "test_bpb" in m:  # a language model
         print(f"test bits per byte: {m['test_bpb']:.4f}  (perplexity {m['test_ppl']:.2f}, "
               f"val bpb {m['val_bpb']:.4f}, {m['params']:,} params, {m['train_time_s']:.1f} s "
               f"training, {m['samples_per_s']:,.0f} tokens/s)")
@@ -288,6 +326,14 @@ def cmd_eval(args) -> int:
         raise ZooError("--quant-param goes with --quant QUANT")
     from zoo.harness.evaluate import evaluate_run
 
+    from zoo.harness.gen_eval import is_generator_run
+
+    sampling = _sampling_protocol(args)
+    if is_generator_run(args.run, args.out):
+        return _cmd_eval_generator(args, sampling)
+    if sampling is not None or args.samples_per_class is not None or args.inception:
+        raise ZooError("--cfg, --top-k, --top-p, --temperature, --sample-seed, "
+                       "--samples-per-class and --inception are for image generators (var, rar)")
     report = evaluate_run(args.run, out=args.out, device=args.device)
     if "test_bpb" in report:  # a language model
         print(f"{report['run_id']}: test bits per byte {report['test_bpb']:.4f}, perplexity "
@@ -299,6 +345,56 @@ def cmd_eval(args) -> int:
         stored, shown = report.get("stored_test_acc"), "{:.2%}"
     if stored is not None:
         print(f"stored at the end of training: {shown.format(stored)}")
+    return 0
+
+
+def _sampling_protocol(args, **defaults):
+    """The sampling flags given, over the default GenProtocol (None when none was given)."""
+    from dataclasses import replace
+
+    from zoo.harness.gen_eval import GenProtocol
+
+    given = {name: getattr(args, flag) for name, flag in (
+        ("cfg", "cfg"), ("top_k", "top_k"), ("top_p", "top_p"), ("temperature", "temperature"),
+        ("seed", "sample_seed"))}
+    given = {k: v for k, v in {**defaults, **given}.items() if v is not None}
+    if not given:
+        return None
+    protocol = replace(GenProtocol(), **given)
+    protocol.validate()
+    return protocol
+
+
+def _cmd_eval_generator(args, sampling) -> int:
+    from dataclasses import replace
+
+    from zoo.harness.gen_eval import GenProtocol, describe_generation, evaluate_generator
+
+    protocol = sampling or GenProtocol()
+    if args.samples_per_class is not None:
+        protocol = replace(protocol, samples_per_class=args.samples_per_class)
+    protocol.validate()
+    report, path = evaluate_generator(args.run, protocol, out=args.out, device=args.device,
+                                      inception=args.inception)
+    print(f"{report['run_id']}: {describe_generation(report)}")
+    print(f"test token loss {report['test_loss']:.4f} (stored at the end of training: "
+          f"{report['stored_test_loss']:.4f}); checkpoint of epoch {report['epoch']}")
+    if "inception_fid" in report:
+        print(f"Inception FID (torchmetrics, {report['gen_protocol']['samples']} samples): "
+              f"{report['inception_fid']:.2f}")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from zoo.harness.gen_eval import GenProtocol, sample_run
+
+    if args.n < 1:
+        raise ZooError(f"--n must be positive, got {args.n}")
+    protocol = _sampling_protocol(args) or GenProtocol()
+    path = sample_run(args.run, protocol, n=args.n, file=args.file, out=args.out,
+                      device=args.device)
+    print(f"wrote {path}")
     return 0
 
 
@@ -424,7 +520,7 @@ def _parse_options(items: list[str], flag: str) -> dict[str, Any] | None:
 
 COMMANDS = {"list": cmd_list, "info": cmd_info, "train": cmd_train, "eval": cmd_eval,
             "leaderboard": cmd_leaderboard, "bench": cmd_bench, "probe": cmd_probe,
-            "quant-sweep": cmd_quant_sweep}
+            "quant-sweep": cmd_quant_sweep, "sample": cmd_sample}
 
 
 if __name__ == "__main__":

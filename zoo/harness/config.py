@@ -35,7 +35,8 @@ class TrainConfig:
     quant_params: dict[str, Any] = field(default_factory=dict)
     arch_params: dict[str, Any] = field(default_factory=dict)
     # Language models only (None for image runs, and then left out of run ids and protocols, so
-    # that image runs keep the ids they had before these existed).
+    # that image runs keep the ids they had before these existed); image generators use
+    # `tokenizer` too, for their image tokenizer (zoo.harness.image_tokenizer).
     tokenizer: str | None = None
     block_size: int | None = None  # tokens per training sequence
     steps_per_epoch: int | None = None  # an "epoch" of random windows: checkpoint and eval interval
@@ -54,6 +55,10 @@ class TrainConfig:
         config = cls(arch=arch, act=act or entry.extra.get("default_act", "relu"),
                      **{**recipe, **chosen})
         config.validate()
+        if "generator" in entry.tags:  # "msvq:codebook=512" and "msvq" are one tokenizer, one id
+            from zoo.harness.image_tokenizer import parse_tokenizer
+
+            config.tokenizer = parse_tokenizer(config.tokenizer).canonical()
         return config
 
     def validate(self) -> None:
@@ -76,6 +81,8 @@ class TrainConfig:
         if self.qat and self.quant == "none":
             raise ZooError("--qat needs a format: --quant QUANT (`zoo list quants`)")
         language_arch = "text" in ARCHS.get(self.arch).tags
+        if "generator" in ARCHS.get(self.arch).tags:
+            self._validate_generator()
         if language_arch != ("text" in DATASETS.get(self.dataset).tags):
             kind = "a language model: pick a text corpus" if language_arch else \
                 "an image model: pick an image data set"
@@ -98,6 +105,19 @@ class TrainConfig:
         for flag in ("block_size", "steps_per_epoch"):
             if getattr(self, flag) is not None:
                 _positive(flag.replace("_", "-"), getattr(self, flag), integer=True)
+
+    def _validate_generator(self) -> None:
+        """Image generators (VAR) name an image tokenizer (`zoo.harness.image_tokenizer`) and
+        have no language-model fields."""
+        from zoo.harness.image_tokenizer import parse_tokenizer
+
+        if self.tokenizer is None:
+            raise ZooError(f"{self.arch} needs --tokenizer (msvq or vq, e.g. msvq:codebook=512)")
+        parse_tokenizer(self.tokenizer)
+        for flag in ("block_size", "steps_per_epoch"):
+            if getattr(self, flag) is not None:
+                raise ZooError(f"--{flag.replace('_', '-')} is for language models, not "
+                               f"{self.arch}")
 
     def protocol(self) -> dict[str, Any]:
         """Everything besides the variant and the seed that changes the result: runs compare

@@ -7,7 +7,7 @@ from pathlib import Path
 from zoo.errors import ZooError
 from zoo.harness.config import TrainConfig
 from zoo.harness.rundir import RunDir, load_weights
-from zoo.harness.tasks import task_for
+from zoo.harness.tasks import check_dependencies, task_for
 from zoo.harness.train import resolve_device
 
 
@@ -31,7 +31,8 @@ def load_run_model(run: str, out: str | Path = "runs", device: str = "auto"):
         raise ZooError(f"run {run_dir.name} has no checkpoint yet (it has not finished an epoch)")
     dev = resolve_device(device)
     epoch, state = run_dir.load_model_state()
-    task = task_for(config, dev)
+    task = task_for(config, dev, run_dir.path.parent, show_progress=False)
+    check_dependencies(stored, task.run_summary(), run_dir.name)
     model = task.build().to(dev)
     load_weights(model, {k: v.to(dev) for k, v in state.items()}, run_dir.path)
     return run_dir, config, task, model, epoch

@@ -17,6 +17,7 @@ import json
 import math
 import re
 import statistics
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,8 +160,9 @@ def leaderboard_filename(dataset: str, arch: str) -> str:
 
 
 def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
-    """Write one leaderboard per (dataset, arch) with completed runs, the init grid, and one
-    quantization board per (dataset, arch) with quantized results; return the paths, sorted.
+    """Write one leaderboard per (dataset, arch) with completed runs, the init grid, one
+    quantization board per (dataset, arch) with quantized results and one generation board per
+    data set with image generators (and their sample grids); return the pages' paths, sorted.
 
     Each file is replaced atomically; other files in `out_dir` are left alone.
     """
@@ -172,7 +174,10 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
     stored = store.runs()
     predictions = {run_id: classes for run_id, (_, classes) in
                    store.predictions([run.run_id for run in stored]).items()}
-    every_run = [run for run in stored if not is_ptq(run)]  # PTQ results: the quant boards
+    from zoo.harness.gen_leaderboard import copy_grids, generation_boards, is_generator
+
+    # PTQ results go to the quant boards, image generators to var-<dataset>.md
+    every_run = [run for run in stored if not is_ptq(run) and not is_generator(run)]
     by_board = _group(every_run, lambda run: (run.dataset, run.arch))
     for (dataset, arch), runs in sorted(by_board.items()):
         if not any(run.status == "completed" for run in runs):
@@ -187,7 +192,9 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
     grid = init_grid_markdown(every_run, predictions)
     if grid is not None:
         pages[INIT_GRID_FILE] = grid
-    pages.update(quant_boards(stored, predictions))
+    pages.update(quant_boards([run for run in stored if not is_generator(run)], predictions))
+    generation_pages, grids = generation_boards(stored)
+    pages.update(generation_pages)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -196,6 +203,10 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
     for name in sorted(pages):
         _write_atomically(out_dir / name, pages[name])
         paths.append(out_dir / name)
+    missing = copy_grids(grids, out_dir)
+    if missing:  # the boards are right; only the pictures of runs trained elsewhere are absent
+        warnings.warn(f"{len(missing)} sample grid(s) named by the boards are not at hand (their "
+                      f"run folders are elsewhere): {', '.join(missing[:3])}", stacklevel=2)
     return paths
 
 

@@ -1,5 +1,5 @@
 """What a run trains on, behind one interface the trainer uses: image classification here,
-language modelling in `zoo.harness.lm_task`.
+language modelling in `zoo.harness.lm_task`, image generation in `zoo.harness.gen_task`.
 
 A task loads its data onto the device, builds the model for it, yields training minibatches per
 epoch (the same ones on resume), computes the loss, evaluates a split, and says what goes into
@@ -16,20 +16,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.errors import ZooError
 from zoo.harness.config import TrainConfig
 from zoo.harness.data import ImageTensors, ShuffledBatches, eval_batches, load_dataset, to_device_tensors
 from zoo.models.build import build_model
 
 
-def task_for(config: TrainConfig, device: torch.device):
-    """The task of the run's data set: text corpora train language models."""
-    from zoo.registry import DATASETS
+def task_for(config: TrainConfig, device: torch.device, out="runs", show_progress: bool = True):
+    """The task of the run: text corpora train language models, generator archs (VAR) image
+    generators; `out` is the runs folder (generators keep their tokenizers beside the runs)."""
+    from zoo.registry import ARCHS, DATASETS
 
+    if "generator" in ARCHS.get(config.arch).tags:
+        from zoo.harness.gen_task import ImageGeneration
+
+        return ImageGeneration(config, device, out, show_progress)
     if "text" in DATASETS.get(config.dataset).tags:
         from zoo.harness.lm_task import LanguageModeling
 
         return LanguageModeling(config, device)
     return ImageClassification(config, device)
+
+
+def check_dependencies(stored_config: dict[str, Any], summary: dict[str, Any],
+                       run: str) -> None:
+    """A run resumed or evaluated must see the frozen dependencies it was trained with."""
+    stored = stored_config.get("dependencies") or {}
+    current = summary.get("dependencies") or {}
+    for name, ref in stored.items():
+        now = current.get(name)
+        if now is None or now.get("sha256") != ref.get("sha256"):
+            raise ZooError(f"run {run} was trained with {name} {ref.get('id')} (sha256 "
+                           f"{str(ref.get('sha256'))[:12]}…), which is not the one found now "
+                           f"({(now or {}).get('id', 'none')}); restore it, or train a new run")
 
 
 # --- image classification ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ from zoo.harness.diagnostics import activation_diagnostics, initial_weights, rel
 from zoo.harness.progress import TrainingProgress
 from zoo.harness.results import ResultsStore, RunRecord, protocol_id, utc_now
 from zoo.harness.rundir import RunDir, load_weights
-from zoo.harness.tasks import task_for
+from zoo.harness.tasks import check_dependencies, task_for
 from zoo.models.build import count_parameters
 from zoo.quant.apply import size_report
 from zoo.registry import INITS
@@ -110,7 +110,7 @@ class Trainer:
             if previous is not None and previous.status == "completed":
                 return RunOutcome(self.run_dir, previous, config.epochs, already_done=True)
 
-            task = task_for(config, self.device)
+            task = task_for(config, self.device, self.out, self.show_progress)
             model = task.build().to(self.device)
             rule = training_rule(config)
             after_step = getattr(rule, "after_step", None)
@@ -136,6 +136,8 @@ class Trainer:
                 started_at = ckpt.trainer_state.get("started_at", started_at)
                 start_epoch = ckpt.epoch
                 weights0 = self.run_dir.load_initial_weights()
+                check_dependencies(self.run_dir.read_json("config.json"), task.run_summary(),
+                                   config.run_id())
             else:
                 weights0 = initial_weights(model)
                 self.run_dir.save_initial_weights(weights0)

@@ -63,3 +63,50 @@ ARCHS.register(
             "weight_decay": 0.1, "warmup_epochs": 1, "label_smoothing": 0.0,
             "arch_params": {"size": "nano"}},
 )(_gpt2)
+
+
+def _generator(order: str):
+    """A VAR transformer over the frozen `tokenizer` the task passes in (its scales, codebook
+    and width fix the sequence the transformer models)."""
+
+    def factory(*, tokenizer, image_size: tuple[int, int], channels, num_classes, act_layer,
+                **options):
+        from zoo.models.var import small_var  # imported on use: `zoo list` stays fast
+
+        model = small_var(image_size=image_size[0], channels=channels, num_classes=num_classes,
+                          act_layer=act_layer, scales=tuple(tokenizer.scales),
+                          codebook_size=tokenizer.codebook_size,
+                          latent_channels=tokenizer.latent_channels, order=order, **options)
+        model.attach_tokenizer(tokenizer)
+        return model
+
+    return factory
+
+
+# Both train on Fashion-MNIST by default (28x28: a 7x7 latent, 1+4+9+16+25+49 = 104 tokens per
+# image for var, 49 for rar); on a CPU an epoch of the tiny size takes minutes.
+_GENERATOR_RECIPE = {"dataset": "fashion-mnist", "epochs": 10, "batch_size": 128, "lr": 1e-3,
+                     "weight_decay": 0.05, "warmup_epochs": 1, "label_smoothing": 0.0,
+                     "arch_params": {"size": "tiny"}}
+
+ARCHS.register(
+    "var",
+    summary="VAR: class-conditional next-scale prediction over a multi-scale residual VQ "
+            "tokenizer; block-causal attention, AdaLN class conditioning, classifier-free "
+            "guidance; sizes nano, tiny, small through --arch-param size=NAME",
+    paper=("Visual Autoregressive Modeling: Scalable Image Generation via Next-Scale "
+           "Prediction", "2404.02905"),
+    tags=("image", "generator", "transformer"),
+    default_act="gelu",
+    recipe={**_GENERATOR_RECIPE, "tokenizer": "msvq"},
+)(_generator("scale"))
+
+ARCHS.register(
+    "rar",
+    summary="Raster-order autoregressive baseline for var: the same transformer predicting one "
+            "token at a time over a single-scale VQ tokenizer (VQGAN-style)",
+    paper=("Taming Transformers for High-Resolution Image Synthesis", "2012.09841"),
+    tags=("image", "generator", "transformer"),
+    default_act="gelu",
+    recipe={**_GENERATOR_RECIPE, "tokenizer": "vq"},
+)(_generator("raster"))

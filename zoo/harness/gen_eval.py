@@ -1,0 +1,308 @@
+"""How a class-conditional image generator is measured.
+
+Inception weights are not available offline, so FID, precision/recall and class consistency are
+computed in the feature space of a classifier zoo trains itself on the same data set: a `resnet`
+with `relu`, trained once with a fixed recipe (`FEATURE_NET_RECIPE`) into
+`<runs folder>/evaluators/`, a zoo run like any other, plus `evaluator.json` with its version
+and the sha256 of its weights. Every generation metric records that checksum, the sample count,
+guidance, top-k/p, temperature, seed and the reference set, so two numbers are comparable only
+when those agree. (`zoo.harness.gen_metrics.inception_fid` gives the standard Inception FID for
+online users.)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.errors import ZooError
+from zoo.harness.atomic import atomic_write_json
+from zoo.harness.gen_metrics import class_consistency, fid, precision_recall
+from zoo.harness.image_tokenizer import sha256_file
+
+FEATURE_NET_VERSION = 1
+FEATURE_NET_RECIPE = {"arch": "resnet", "act": "relu", "seed": 0}
+# Epochs: about 128k training images seen, at most 5 epochs (digits: 5; Fashion-MNIST: 3).
+FEATURE_NET_IMAGES, FEATURE_NET_MAX_EPOCHS = 128_000, 5
+
+
+def feature_net_epochs(train_size: int) -> int:
+    return max(1, min(FEATURE_NET_MAX_EPOCHS, math.ceil(FEATURE_NET_IMAGES / max(1, train_size))))
+
+
+@dataclass(frozen=True)
+class GenProtocol:
+    """The sampling settings and sample count behind a generation metric."""
+
+    samples_per_class: int = 100
+    cfg: float = 1.5  # guidance scale: 1 = conditional only
+    top_k: int = 0  # 0 = off
+    top_p: float = 0.95  # 1 = off
+    temperature: float = 1.0
+    seed: int = 0  # of the sampling generator
+    reference: str = "test"  # the real images FID compares against
+
+    def validate(self) -> None:
+        if self.samples_per_class < 1:
+            raise ZooError(f"--samples-per-class must be positive, got {self.samples_per_class}")
+        if self.cfg < 0:
+            raise ZooError(f"--cfg must be >= 0, got {self.cfg}")
+        if self.top_k < 0:
+            raise ZooError(f"--top-k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ZooError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.temperature <= 0:
+            raise ZooError(f"--temperature must be positive, got {self.temperature}")
+
+    def sampling(self) -> dict[str, Any]:
+        return {"cfg": self.cfg, "top_k": self.top_k, "top_p": self.top_p,
+                "temperature": self.temperature}
+
+
+# --- the feature network ----------------------------------------------------------------------
+
+@dataclass
+class FeatureNet:
+    """A trained classifier: penultimate features for FID/precision/recall, predictions for
+    class consistency. Takes images in [-1, 1] (N, C, H, W), as the generator produces them."""
+
+    id: str
+    sha256: str
+    test_acc: float
+    recipe: dict[str, Any]
+    model: nn.Module
+    mean: torch.Tensor  # the classifier's input normalization, per channel
+    std: torch.Tensor
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        # to 8-bit levels first: generated and real images are compared as the pictures a user
+        # would save, and the classifier was trained on 8-bit data
+        pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round() / 255
+        return (pixels - self.mean) / self.std
+
+    @torch.no_grad()
+    def features_and_classes(self, images: torch.Tensor, batch_size: int = 500
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.eval()
+        feats, classes = [], []
+        for batch in images.split(batch_size):
+            h = self.model.forward_head(self.model.forward_features(self._prepare(batch)),
+                                        pre_logits=True)
+            feats.append(h.float().cpu())
+            classes.append(self.model.get_classifier()(h).argmax(-1).cpu())
+        return torch.cat(feats), torch.cat(classes)
+
+    def reference(self) -> dict[str, Any]:
+        return {"id": self.id, "sha256": self.sha256, "test_acc": self.test_acc,
+                "version": FEATURE_NET_VERSION, **self.recipe}
+
+
+def feature_net(dataset: str, train_size: int, out: str | Path, device: torch.device,
+                show_progress: bool = True) -> FeatureNet:
+    """The data set's feature network: trained on first use, reused afterwards.
+    `train_size`: the data set's number of training images (sets the epochs)."""
+    from zoo.harness.config import TrainConfig
+    from zoo.harness.train import Trainer
+    from zoo.models.build import build_model
+
+    recipe = {**FEATURE_NET_RECIPE, "epochs": feature_net_epochs(train_size)}
+    config = TrainConfig.for_arch(recipe["arch"], act=recipe["act"], dataset=dataset,
+                                  epochs=recipe["epochs"], seed=recipe["seed"])
+    trainer = Trainer(config, out=Path(out) / "evaluators", device=str(device),
+                      show_progress=show_progress)
+    outcome = trainer.run()
+    run_dir = outcome.run_dir
+    pointer = run_dir.read_json("checkpoint.json")
+    checksum = sha256_file(run_dir.path / pointer["dir"] / "model.safetensors")
+    stored = run_dir.read_json_if_present("evaluator.json")
+    if stored is not None and stored.get("sha256") != checksum:
+        raise ZooError(f"feature network {run_dir.name}: its weights no longer match the checksum "
+                       f"in evaluator.json; delete {run_dir.path} to retrain it (metrics made "
+                       "with the old one are not comparable to new ones)")
+    test_acc = float(outcome.record.metrics["test_acc"])
+    if stored is None:
+        atomic_write_json(run_dir.path / "evaluator.json", {
+            "id": run_dir.name, "version": FEATURE_NET_VERSION, "sha256": checksum,
+            "test_acc": test_acc, "recipe": recipe, "dataset": dataset})
+    _, state = run_dir.load_model_state()
+    spec = run_dir.read_json("config.json")["data_spec"]
+    model = build_model(config.arch, act=config.act, init=config.init, seed=config.seed,
+                        image_size=spec["image_size"], channels=spec["channels"],
+                        num_classes=spec["num_classes"]).to(device)
+    model.load_state_dict({k: v.to(device) for k, v in state.items()})
+    shape = (1, -1, 1, 1)
+    return FeatureNet(run_dir.name, checksum, test_acc, recipe, model.eval(),
+                      torch.tensor(spec["mean"], device=device).view(shape),
+                      torch.tensor(spec["std"], device=device).view(shape))
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+def timed(fn, device: torch.device, min_seconds: float = 1.0, min_calls: int = 2) -> float:
+    """Seconds per call of `fn()`, after one warm-up call."""
+    fn()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < min_seconds:
+        fn()
+        calls += 1
+    sync()
+    return (time.perf_counter() - start) / calls
+
+
+def generate_per_class(model: nn.Module, num_classes: int, per_class: int,
+                       protocol: GenProtocol, device: torch.device,
+                       batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """`per_class` images of every class (labels 0, 0, ..., 1, 1, ...), reproducible from
+    the protocol's seed."""
+    labels = torch.arange(num_classes, device=device).repeat_interleave(per_class)
+    generator = torch.Generator(device=device).manual_seed(protocol.seed)
+    images = [model.generate(batch, generator=generator, **protocol.sampling())
+              for batch in labels.split(batch_size)]
+    return torch.cat(images), labels
+
+
+def generation_metrics(model: nn.Module, net: FeatureNet, real_images: torch.Tensor,
+                       num_classes: int, protocol: GenProtocol,
+                       device: torch.device) -> dict[str, Any]:
+    """FID, precision/recall (k=3) and class consistency of `model`'s samples against
+    `real_images` (in [-1, 1]), in `net`'s feature space, with everything they depend on."""
+    fake, labels = generate_per_class(model, num_classes, protocol.samples_per_class, protocol,
+                                      device)
+    fake_feats, fake_classes = net.features_and_classes(fake)
+    real_feats, _ = net.features_and_classes(real_images)
+    # precision/recall compare sets of equal size: a fixed random subset of the larger one
+    n = min(len(fake_feats), len(real_feats))
+    pick = torch.Generator().manual_seed(protocol.seed)
+    real_sub = real_feats[torch.randperm(len(real_feats), generator=pick)[:n]]
+    fake_sub = fake_feats[torch.randperm(len(fake_feats), generator=pick)[:n]]
+    precision, recall = precision_recall(real_sub, fake_sub, k=3)
+    return {
+        "fid": fid(real_feats, fake_feats),
+        "precision": precision,
+        "recall": recall,
+        "class_consistency": class_consistency(fake_classes, labels.cpu()),
+        "gen_protocol": {**asdict(protocol), "samples": len(fake), "reference_images":
+                         len(real_images), "pr_k": 3, "pr_samples": n,
+                         "feature_net": net.reference()},
+    }
+
+
+def real_data_floor(net: FeatureNet, train_images: torch.Tensor, real_images: torch.Tensor,
+                    samples: int, seed: int = 0) -> float:
+    """FID of `samples` real training images against the reference set: what a perfect
+    generator would score with this sample count (FID is biased upwards at small counts)."""
+    pick = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(train_images), generator=pick)[:samples]
+    train_feats, _ = net.features_and_classes(train_images[index.to(train_images.device)])
+    real_feats, _ = net.features_and_classes(real_images)
+    return fid(real_feats, train_feats)
+
+
+def sampling_speed(model: nn.Module, baseline: nn.Module, num_classes: int,
+                   protocol: GenProtocol, device: torch.device, batch: int = 64
+                   ) -> dict[str, Any]:
+    """Images per second of `model` and of `baseline` (the raster-order transformer of the same
+    size), one batch of `batch` images per call, with the protocol's guidance, same device."""
+    labels = torch.arange(batch, device=device) % num_classes
+
+    def sampler(m):
+        generator = torch.Generator(device=device).manual_seed(protocol.seed)
+        return lambda: m.generate(labels, generator=generator, **protocol.sampling())
+
+    ours = batch / timed(sampler(model), device)
+    raster = batch / timed(sampler(baseline), device)
+    return {"images_per_s": ours, "raster_images_per_s": raster, "speedup_vs_raster":
+            ours / raster, "speed_batch": batch}
+
+
+def save_grid(images: torch.Tensor, path: str | Path, columns: int) -> Path:
+    """A PNG grid of images in [-1, 1], written atomically."""
+    from torchvision.utils import save_image
+
+    from zoo.harness.atomic import atomic_write
+
+    path = Path(path)
+    grid = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2
+    atomic_write(path, lambda tmp: save_image(grid, str(tmp), nrow=columns, padding=1,
+                                              pad_value=1.0, format="png"))
+    return path
+
+
+# --- stored runs: `zoo eval`, `zoo sample` ----------------------------------------------------
+
+def is_generator_run(run: str, out: str | Path = "runs") -> bool:
+    from zoo.harness.evaluate import find_run
+    from zoo.registry import ARCHS
+
+    arch = (find_run(run, out).read_json("config.json").get("config") or {}).get("arch")
+    return arch in ARCHS and "generator" in ARCHS.get(arch).tags
+
+
+def describe_generation(metrics: dict[str, Any]) -> str:
+    """One line: the generation metrics and what they were measured with."""
+    p = metrics["gen_protocol"]
+    line = (f"FID {metrics['fid']:.2f} (real-data floor {metrics['fid_real_floor']:.2f}), "
+            f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}, class "
+            f"consistency {metrics['class_consistency']:.2%} ({p['samples']} samples, cfg "
+            f"{p['cfg']:g}, top-k {p['top_k']}, top-p {p['top_p']:g}, in the features of "
+            f"{p['feature_net']['id']})")
+    if "images_per_s" in metrics:
+        line += (f"; {metrics['images_per_s']:.1f} images/s, {metrics['speedup_vs_raster']:.2f}x "
+                 "the raster-order baseline")
+    return line
+
+
+def _settings_name(protocol: GenProtocol) -> str:
+    return (f"cfg{protocol.cfg:g}-k{protocol.top_k}-p{protocol.top_p:g}-t{protocol.temperature:g}"
+            f"-s{protocol.seed}")
+
+
+def evaluate_generator(run: str, protocol: GenProtocol, out: str | Path = "runs",
+                       device: str = "auto", inception: bool = False
+                       ) -> tuple[dict[str, Any], Path]:
+    """Token loss and generation metrics of a stored generator run with `protocol`; writes
+    RUN/gen_eval-<settings>.json (the stored result in the database is not changed)."""
+    from zoo.harness.evaluate import load_run_model
+
+    run_dir, _, task, model, epoch = load_run_model(run, out, device)
+    test = task.evaluate(model, "test", autocast=task.device.type == "cuda")
+    stored = (run_dir.read_json_if_present("result.json") or {}).get("metrics", {})
+    report = {"run_id": run_dir.name, "epoch": epoch, "test_loss": test["loss"],
+              "test_acc": test["acc"], "stored_test_loss": stored.get("test_loss"),
+              **task.generation_metrics(model, protocol)}
+    if inception:
+        from zoo.harness.gen_metrics import inception_fid
+
+        fake, _ = generate_per_class(model, task.num_classes, protocol.samples_per_class,
+                                     protocol, task.device)
+        report["inception_fid"] = inception_fid(_to_uint8(task.images[protocol.reference]),
+                                                _to_uint8(fake))
+    path = run_dir.path / f"gen_eval-{_settings_name(protocol)}-n{protocol.samples_per_class}.json"
+    atomic_write_json(path, report)
+    return report, path
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def sample_run(run: str, protocol: GenProtocol, n: int = 64, file: str | Path | None = None,
+               out: str | Path = "runs", device: str = "auto") -> Path:
+    """`zoo sample`: a PNG grid of `n` samples of a stored generator, class j in column j."""
+    from zoo.harness.evaluate import load_run_model
+
+    if not is_generator_run(run, out):
+        raise ZooError(f"{run} is not an image generator run (var, rar): nothing to sample")
+    run_dir, _, task, model, _ = load_run_model(run, out, device)
+    path = Path(file) if file else run_dir.path / f"samples-{_settings_name(protocol)}-n{n}.png"
+    if path.suffix.lower() != ".png":
+        raise ZooError(f"--file must end in .png, got {path}")
+    return task.write_grid(model, protocol, path, n=n)
