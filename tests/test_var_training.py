@@ -276,3 +276,15 @@ def test_quantization_reaches_the_transformer_not_the_frozen_tokenizer(quant):
                         calibration_batch=lambda: rows)
     assert isinstance(model.blocks[0].mlp.fc1, QuantLinear)
     assert not any(isinstance(m, QuantLinear) for m in model.tokenizer.modules())
+
+
+def test_post_training_quantization_of_a_generator_is_stored_but_is_not_a_board_row(runs, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(runs, copy)
+    var = [r for r in _records(copy).values() if r.arch == "var"][0]
+    assert main(["eval", var.run_id, "--out", str(copy), "--quant", "int8-wo"]) == 0
+    assert f"{var.run_id}+int8-wo" in _records(copy)
+    with ResultsStore(copy / "results.sqlite") as store:
+        paths = render_leaderboards(store, tmp_path / "boards")
+    assert not any(p.name.startswith("quant-") for p in paths)
+    assert "+int8-wo" not in (tmp_path / "boards" / board_name("digits")).read_text()

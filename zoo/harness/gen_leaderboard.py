@@ -21,7 +21,7 @@ from zoo.harness.atomic import atomic_write
 from zoo.harness.leaderboard import (DASH, GENERATED_NOTE, _cell, _group, _metric_values,
                                      _not_completed_block, _protocol_block, _variant,
                                      format_count, format_list, format_mean, format_mean_std)
-from zoo.harness.results import RunRecord
+from zoo.harness.results import RunRecord, is_ptq
 
 GEN_NOTE = (
     "FID, precision and recall (k = 3, Kynkäänniemi et al. 2019) are computed in the penultimate "
@@ -43,7 +43,8 @@ TABLE_HEADER = (
 
 
 def is_generator(run: RunRecord) -> bool:
-    return "gen_protocol" in run.metrics or "dependencies" in run.config
+    """A generator's own run (its post-training-quantized evaluations are not board rows)."""
+    return not is_ptq(run) and ("gen_protocol" in run.metrics or "dependencies" in run.config)
 
 
 def board_name(dataset: str) -> str:

@@ -192,7 +192,9 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
     grid = init_grid_markdown(every_run, predictions)
     if grid is not None:
         pages[INIT_GRID_FILE] = grid
-    pages.update(quant_boards([run for run in stored if not is_generator(run)], predictions))
+    generators = {run.run_id for run in stored if is_generator(run)}
+    pages.update(quant_boards([run for run in stored if run.run_id not in generators
+                               and run.run_id.split("+")[0] not in generators], predictions))
     generation_pages, grids = generation_boards(stored)
     pages.update(generation_pages)
     try:
