@@ -25,3 +25,13 @@ def test_committed_leaderboards_equal_a_fresh_render(tmp_path):
         committed = ROOT / "leaderboards" / page.name
         assert committed.is_file(), f"{page.name} is rendered but not committed"
         assert committed.read_text() == page.read_text(), f"{page.name} is stale or hand-edited"
+
+
+def test_every_sample_grid_a_published_board_shows_is_committed():
+    import re
+
+    for board in sorted((ROOT / "leaderboards").glob("var-*.md")):
+        grids = re.findall(r'<img src="([^"]+)"', board.read_text())
+        assert grids, f"{board.name} shows no sample grid"
+        for grid in grids:
+            assert (ROOT / "leaderboards" / grid).is_file(), f"{board.name}: {grid} is missing"

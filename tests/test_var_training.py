@@ -210,7 +210,7 @@ def test_the_generation_board_has_a_row_per_arch_and_act_with_a_sample_grid(runs
     var_row = next(line for line in text.splitlines() if line.startswith("| gelu")
                    and "var-digits/digits-var" in line)
     assert "| 2 |" in var_row  # two seeds averaged
-    grid = var_row.split("](")[1].rstrip(") |")
+    grid = var_row.split('src="')[1].split('"')[0]
     assert (tmp_path / "boards" / grid).is_file()
 
 
