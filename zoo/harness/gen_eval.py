@@ -24,7 +24,7 @@ from torch import nn
 from zoo.errors import ZooError
 from zoo.harness.atomic import atomic_write_json
 from zoo.harness.gen_metrics import class_consistency, fid, precision_recall
-from zoo.harness.image_tokenizer import sha256_file
+from zoo.harness.image_tokenizer import sha256_file, waiting_lock
 
 FEATURE_NET_VERSION = 1
 FEATURE_NET_RECIPE = {"arch": "resnet", "act": "relu", "seed": 0}
@@ -116,7 +116,8 @@ def feature_net(dataset: str, train_size: int, out: str | Path, device: torch.de
                                   epochs=recipe["epochs"], seed=recipe["seed"])
     trainer = Trainer(config, out=Path(out) / "evaluators", device=str(device),
                       show_progress=show_progress)
-    outcome = trainer.run()
+    with waiting_lock(Path(out) / "evaluators" / f".{config.run_id()}.wait"):
+        outcome = trainer.run()
     run_dir = outcome.run_dir
     pointer = run_dir.read_json("checkpoint.json")
     checksum = sha256_file(run_dir.path / pointer["dir"] / "model.safetensors")

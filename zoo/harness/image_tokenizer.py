@@ -122,6 +122,19 @@ def tokenizer_id(spec: TokenizerSpec, dataset: str, config) -> str:
     return f"{spec.kind}-{dataset}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
+@contextlib.contextmanager
+def waiting_lock(path: Path):
+    """Two runs that need the same missing dependency: the second waits until the first has
+    made it (the OS drops the lock if the holder dies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -185,16 +198,8 @@ class TokenizerStore:
                             show_progress)
         return self.load(token_id, device)
 
-    @contextlib.contextmanager
     def _lock(self, token_id: str):
-        """Two runs that need the same missing tokenizer: the second waits for the first."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f".{token_id}.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return waiting_lock(self.root / f".{token_id}.lock")
 
     def _train(self, token_id, spec, dataset, config, train_images, val_images, device,
                show_progress) -> None:
