@@ -288,3 +288,22 @@ def test_post_training_quantization_of_a_generator_is_stored_but_is_not_a_board_
         paths = render_leaderboards(store, tmp_path / "boards")
     assert not any(p.name.startswith("quant-") for p in paths)
     assert "+int8-wo" not in (tmp_path / "boards" / board_name("digits")).read_text()
+
+
+def test_zoo_eval_inception_hands_uint8_images_to_the_established_package(runs, monkeypatch,
+                                                                          capsys):
+    import zoo.harness.gen_metrics as gen_metrics
+
+    seen = {}
+
+    def fake_inception_fid(real, fake, **options):  # the real one downloads Inception weights
+        seen.update(real=real, fake=fake)
+        return 42.0
+
+    monkeypatch.setattr(gen_metrics, "inception_fid", fake_inception_fid)
+    var = [r for r in _records(runs).values() if r.arch == "var"][0]
+    assert main(["eval", var.run_id, "--out", str(runs), "--samples-per-class", "3",
+                 "--inception"]) == 0
+    assert "Inception FID (torchmetrics, 30 samples): 42.00" in capsys.readouterr().out
+    assert seen["real"].dtype == seen["fake"].dtype == torch.uint8
+    assert seen["fake"].shape == (30, 1, 8, 8) and seen["real"].shape[1:] == (1, 8, 8)
