@@ -158,14 +158,24 @@ def _row(dataset: str, variant: tuple[str, str, str], runs: list[RunRecord]) -> 
         str(len(runs)),
         format_count(_metric_values(runs, "params")),
         format_mean(_metric_values(runs, "images_per_s")),
-        format_mean(_metric_values(runs, "raster_images_per_s")),
-        format_mean(_metric_values(runs, "speedup_vs_raster"), digits=2) + "×"
-        if _metric_values(runs, "speedup_vs_raster") else DASH,
+        *_baseline_speed(runs),
         # HTML for a display width: digits' grids are 91 pixels wide
         f'<img src="{grid_name(dataset, grid)}" alt="{_cell(variant[0])} samples" width="240">',
     ]
     sort_key = (0, statistics.mean(fid), variant) if fid else (1, 0.0, variant)
     return sort_key, "| " + " | ".join(cells) + " |"
+
+
+def _baseline_speed(runs: list[RunRecord]) -> list[str]:
+    """Raster images/s and the speedup; — for the baseline itself (it was timed against
+    itself)."""
+    from zoo.harness.gen_task import BASELINE_ARCH
+
+    speedup = _metric_values(runs, "speedup_vs_raster")
+    if runs[0].arch == BASELINE_ARCH or not speedup:
+        return [DASH, DASH]
+    return [format_mean(_metric_values(runs, "raster_images_per_s")),
+            format_mean(speedup, digits=2) + "×"]
 
 
 def copy_grids(grids: dict[str, Path], out_dir: Path) -> list[str]:

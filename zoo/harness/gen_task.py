@@ -32,6 +32,7 @@ from zoo.harness.tasks import load_data
 from zoo.models.build import build_model
 
 GRID_ROWS = 8  # samples per class in a run's samples.png
+BASELINE_ARCH = "rar"  # the raster-order transformer every generator's speed is compared with
 
 
 class ImageGeneration:
@@ -195,10 +196,10 @@ class ImageGeneration:
                                width=stored.width)
         spec = self.data.spec
         tok = MultiScaleVQ(model_config(single, spec.image_size[0], spec.channels))
-        return self.build(arch="rar", tokenizer=tok.to(self.device).eval()).to(self.device)
+        return self.build(arch=BASELINE_ARCH, tokenizer=tok.to(self.device).eval()).to(self.device)
 
     def speed(self, model: nn.Module, protocol: GenProtocol) -> dict[str, Any]:
-        baseline = model if self.config.arch == "rar" else self.raster_baseline()
+        baseline = model if self.config.arch == BASELINE_ARCH else self.raster_baseline()
         return sampling_speed(model, baseline, self.num_classes, protocol, self.device)
 
     def write_grid(self, model: nn.Module, protocol: GenProtocol, path: Path,
