@@ -79,12 +79,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)")
     p.add_argument("--train-subset", type=int, metavar="N",
                    help="train on the first N training examples only (quick checks)")
+    p.add_argument("--eval-subset", type=int, metavar="N",
+                   help="validate and test on the first N examples of those splits only "
+                        "(a quick budget; the full splits by default)")
     p.add_argument("--seed", type=int, default=0, help="seed of init and data order (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--out", default="runs", type=Path,
                    help="where runs and results.sqlite live (default ./runs)")
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("sweep", parents=[plugin],
+                       help="train every combination of a grid under a named protocol",
+                       description="Train every combination of a grid (a TOML file and/or "
+                                   "flags) under a named protocol. Stored runs are skipped and "
+                                   "interrupted ones resume: re-run the same command after a "
+                                   "crash to finish the sweep.")
+    p.add_argument("grid", nargs="?", type=Path, metavar="GRID.toml",
+                   help="a grid file (keys protocol, archs, acts, inits, quants, datasets, seeds)")
+    p.add_argument("--protocol", help="quick (laptop CPU), full (GPU, the recipes) or smoke "
+                                      "(default: the file's, else quick)")
+    for key, what in (("archs", "architectures"), ("acts", "activations"),
+                      ("inits", "initializations"), ("quants", "quantization formats (QAT)"),
+                      ("datasets", "data sets")):
+        p.add_argument(f"--{key}", metavar="A,B,...",
+                       help=f"comma-separated {what}, or 'all' (default: the protocol's grid)")
+    p.add_argument("--seeds", metavar="N|A,B|A-B",
+                   help="a count (3 = seeds 0,1,2), a list or a range (default: the protocol's)")
+    p.add_argument("--executor", default="local", choices=["local", "ray", "torchrun"],
+                   help="local process pool (default), Ray, or torchrun (one run across GPUs)")
+    p.add_argument("--workers", type=int, help="runs at once (default: GPUs, else cores / threads)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
+    p.add_argument("--address", help="with --executor ray: the cluster (default: start Ray here)")
+    p.add_argument("--nproc-per-node", type=int,
+                   help="with --executor torchrun: processes per run (default: GPUs, else 1)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--out", default="runs", type=Path,
+                   help="where runs and results.sqlite live (default ./runs)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
+    p.add_argument("--leaderboard", type=Path, metavar="DIR",
+                   help="render the leaderboards into DIR when the sweep ends")
 
     p = sub.add_parser("eval", parents=[plugin], help="evaluate a stored run on its test split",
                        description="Evaluate a stored run on its test split, or a language "
@@ -263,7 +297,7 @@ def cmd_train(args) -> int:
         seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, train_subset=args.train_subset,
-        act_params=_parse_params(args.act_param, "--act-param"),
+        eval_subset=args.eval_subset, act_params=_parse_params(args.act_param, "--act-param"),
         init_params=_parse_options(args.init_param, "--init-param"),
         arch_params=_parse_options(args.arch_param, "--arch-param"),
         quant_params=_parse_options(args.quant_param, "--quant-param"), qat=args.qat,
@@ -293,6 +327,35 @@ def cmd_train(args) -> int:
               f"{m['params']:,} params, {m['train_time_s']:.1f} s training, "
               f"{m['samples_per_s']:.0f} samples/s)")
     print(f"run saved to {outcome.run_dir.path}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from zoo.harness.sweep import Grid, run_sweep
+
+    grid = Grid.from_toml(args.grid) if args.grid else Grid()
+    grid = grid.merged(protocol=args.protocol, archs=args.archs, acts=args.acts,
+                       inits=args.inits, quants=args.quants, datasets=args.datasets,
+                       seeds=args.seeds)
+    plugins = [str(Path(p).resolve()) for p in args.plugin_before_command + args.plugin]
+    state = run_sweep(grid, out=args.out, executor=args.executor, workers=args.workers,
+                      threads=args.threads, device=args.device, address=args.address,
+                      nproc_per_node=args.nproc_per_node, plugins=plugins,
+                      dry_run=args.dry_run)
+    if state is None:
+        return 0
+    if args.leaderboard is not None:
+        from zoo.harness.leaderboard import render_leaderboards
+        from zoo.harness.results import ResultsStore
+        from zoo.harness.train import results_path
+
+        with ResultsStore(results_path(args.out)) as store:
+            written = render_leaderboards(store, args.leaderboard)
+        print(f"rendered {len(written)} leaderboard file(s) into {args.leaderboard}")
+    failed = state.count("failed", "busy")
+    if failed:
+        raise ZooError(f"{failed} run(s) failed (listed above); run the same command again to "
+                       "retry them, the others are stored")
     return 0
 
 
@@ -520,7 +583,7 @@ def _parse_options(items: list[str], flag: str) -> dict[str, Any] | None:
 
 COMMANDS = {"list": cmd_list, "info": cmd_info, "train": cmd_train, "eval": cmd_eval,
             "leaderboard": cmd_leaderboard, "bench": cmd_bench, "probe": cmd_probe,
-            "quant-sweep": cmd_quant_sweep, "sample": cmd_sample}
+            "quant-sweep": cmd_quant_sweep, "sample": cmd_sample, "sweep": cmd_sweep}
 
 
 if __name__ == "__main__":

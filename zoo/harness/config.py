@@ -30,6 +30,9 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     train_subset: int | None = None  # first N training examples (smoke tests)
+    # First N validation and test examples (a quick protocol's budget); left out of run ids and
+    # protocols when None, so runs on the whole splits keep the ids they had before it existed.
+    eval_subset: int | None = None
     act_params: dict[str, Any] = field(default_factory=dict)
     init_params: dict[str, Any] = field(default_factory=dict)
     quant_params: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +97,10 @@ class TrainConfig:
         _positive("lr", self.lr)
         if self.train_subset is not None:
             _positive("train-subset", self.train_subset, integer=True)
+        if self.eval_subset is not None:
+            _positive("eval-subset", self.eval_subset, integer=True)
+            if language_arch or "generator" in ARCHS.get(self.arch).tags:
+                raise ZooError(f"--eval-subset is for image classifiers, not {self.arch}")
         if self.weight_decay < 0:
             raise ZooError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.warmup_epochs < 0:
@@ -128,6 +135,7 @@ class TrainConfig:
             "label_smoothing": self.label_smoothing, "train_subset": self.train_subset,
             "optimizer": "adamw", "schedule": "linear warmup + cosine",
             "arch_params": self.arch_params,
+            **({"eval_subset": self.eval_subset} if self.eval_subset is not None else {}),
             **{k: v for k, v in self._language_fields().items() if v is not None},
         }
 
@@ -138,6 +146,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """All fields; the language-model ones only when set, `qat` only when on."""
         unset = {k for k, v in self._language_fields().items() if v is None}
+        if self.eval_subset is None:
+            unset.add("eval_subset")
         if not self.qat:
             unset.add("qat")
         return {k: v for k, v in asdict(self).items() if k not in unset}

@@ -54,7 +54,9 @@ def check_dependencies(stored_config: dict[str, Any], summary: dict[str, Any],
 # --- image classification ---------------------------------------------------------------------
 
 def load_data(config: TrainConfig, device: torch.device) -> ImageTensors:
-    limit = {"train": config.train_subset} if config.train_subset else None
+    limit = {"train": config.train_subset} if config.train_subset else {}
+    if config.eval_subset:
+        limit.update(validation=config.eval_subset, test=config.eval_subset)
     return to_device_tensors(load_dataset(config.dataset), config.dataset, device, limit=limit)
 
 

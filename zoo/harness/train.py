@@ -88,8 +88,10 @@ class Trainer:
     LOG_EVERY = 10  # steps between progress updates (each costs a device sync on GPU)
 
     def __init__(self, config: TrainConfig, out: str | Path = "runs", device: str = "auto",
-                 compile: bool = False, show_progress: bool = True):
+                 compile: bool = False, show_progress: bool = True,
+                 labels: dict[str, Any] | None = None):
         config.validate()
+        self.labels = labels  # stored in config.json, outside the run id (e.g. a submission)
         self.config = config
         self.out = Path(out)
         self.device = resolve_device(device)
@@ -143,7 +145,8 @@ class Trainer:
                 self.run_dir.save_initial_weights(weights0)
                 self.run_dir.write_json("config.json", {
                     "config": config.to_dict(), "run_id": config.run_id(),
-                    "protocol": config.protocol(), **task.run_summary()})
+                    "protocol": config.protocol(), **task.run_summary(),
+                    **({"labels": self.labels} if self.labels else {})})
 
             env = environment.capture(self.device)
             self.run_dir.write_json("environment.json", env)
@@ -189,6 +192,7 @@ class Trainer:
                 "samples_per_s": samples / train_time if train_time > 0 else None,
                 "params": params, "epochs_done": len(history),
                 **{k: last[k] for k in _FINAL_DIAGNOSTICS if k in last},
+                "curve": learning_curve(history),
                 **(size_report(model) if config.quant != "none" else {}),
             }
             record.status, record.finished_at = "completed", utc_now()
@@ -260,5 +264,14 @@ class Trainer:
                           f"{row['epoch']} (recorded as diverged; try a lower --lr)")
 
 
+def learning_curve(history: list[dict[str, Any]]) -> dict[str, list[float | None]]:
+    """The per-epoch losses and validation metrics, kept in the results database so that the
+    leaderboards can plot training curves without the run folders."""
+    keys = [key for key in CURVE_KEYS if any(key in row for row in history)]
+    return {"epoch": [row["epoch"] for row in history],
+            **{key: [row.get(key) for row in history] for key in keys}}
+
+
+CURVE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_bpb")
 # Per-epoch diagnostics copied into the final metrics (the last epoch's values).
 _FINAL_DIAGNOSTICS = ("weight_change_median", "massive_activation", "feature_rank")

@@ -1,0 +1,290 @@
+"""Where the runs of a sweep happen. Each executor turns a `Job` into a
+`concurrent.futures.Future` of its `JobResult`; the sweep loop (zoo.harness.sweep_runner) is the
+same for all of them. No scheduling of our own: a process pool, Ray, or torchrun does it.
+
+- `local`: a `ProcessPoolExecutor` (spawn), one worker per GPU, or cores / threads on a CPU.
+- `ray`: one Ray task per run (`pip install 'zoo-bench[ray]'`), on a cluster (`--address`) or a
+  Ray instance started for the sweep. The results folder must be shared by every node.
+- `torchrun`: one run at a time across `--nproc-per-node` processes (DDP), for big runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ZooError
+
+EXECUTORS = ("local", "ray", "torchrun")
+
+
+@dataclass
+class Job:
+    config: dict[str, Any]  # TrainConfig fields
+    out: str
+    device: str = "auto"
+    threads: int | None = None  # torch intra-op threads in the worker
+    plugins: list[str] = field(default_factory=list)  # plugin files the worker must load
+    labels: dict[str, Any] | None = None
+
+    @property
+    def run_id(self) -> str:
+        from zoo.harness.config import TrainConfig
+
+        return TrainConfig(**self.config).run_id()
+
+
+@dataclass
+class JobResult:
+    run_id: str
+    status: str  # completed, skipped (stored earlier), diverged, failed, busy
+    seconds: float
+    message: str = ""  # the headline metric, or why it failed
+    resumed_from: int = 0
+
+
+def run_job(job: Job, device: str | None = None) -> JobResult:
+    """Train one run in this process; never raises (a failure is a result)."""
+    start = time.perf_counter()
+    run_id = job.config.get("arch", "?")
+    try:
+        _prepare_worker(job.plugins, job.threads)
+        from zoo.harness.config import TrainConfig
+        from zoo.harness.train import Trainer
+
+        config = TrainConfig(**job.config)
+        run_id = config.run_id()
+        outcome = Trainer(config, out=job.out, device=device or job.device, show_progress=False,
+                          labels=job.labels).run()
+        status = "skipped" if outcome.already_done else "completed"
+        return JobResult(run_id, status, time.perf_counter() - start,
+                         headline(outcome.record.metrics), outcome.resumed_from)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a row of the summary
+        from zoo.errors import RunDiverged
+
+        if isinstance(exc, RunDiverged):
+            return JobResult(run_id, "diverged", time.perf_counter() - start, str(exc))
+        if isinstance(exc, ZooError) and "is being trained by" in str(exc):
+            return JobResult(run_id, "busy", time.perf_counter() - start, str(exc))
+        message = str(exc) if isinstance(exc, ZooError) else \
+            f"{type(exc).__name__}: {exc} ({_where(exc)})"
+        mark_failed(Path(job.out), run_id, message)
+        return JobResult(run_id, "failed", time.perf_counter() - start, message.splitlines()[0])
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    for key, text in (("fid", "FID {:.2f}"), ("test_bpb", "test bpb {:.4f}"),
+                      ("test_acc", "test acc {:.2%}")):
+        if isinstance(metrics.get(key), (int, float)):
+            return text.format(metrics[key])
+    return ""
+
+
+def mark_failed(out: Path, run_id: str, message: str) -> None:
+    """A run that raised keeps its checkpoints; its row says `failed` (with why) instead of
+    `running`, so the boards list it and the next sweep tries it again."""
+    from zoo.harness.results import ResultsStore, utc_now
+    from zoo.harness.train import results_path
+
+    try:
+        with ResultsStore(results_path(out)) as store:
+            record = store.get(run_id)
+            if record is not None and record.status == "running":
+                record.status, record.finished_at = "failed", utc_now()
+                record.metrics = {**record.metrics, "error": message[:500]}
+                store.upsert(record)
+    except ZooError:
+        pass  # the summary still reports the failure
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "no traceback"
+    last = frames[-1]
+    return f"{Path(last.filename).name}:{last.lineno}"
+
+
+_PREPARED: set[str] = set()
+
+
+def _prepare_worker(plugins: list[str], threads: int | None) -> None:
+    """Load the sweep's plugins (a spawned or remote worker starts with built-ins only) and
+    size torch's thread pool so that the workers do not oversubscribe the cores."""
+    from zoo.registry.plugins import load_entry_point_plugins, load_plugin_file
+
+    load_entry_point_plugins()
+    for plugin in plugins:
+        if plugin not in _PREPARED:
+            load_plugin_file(plugin)
+            _PREPARED.add(plugin)
+    if threads:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+# --- local process pool -----------------------------------------------------------------------
+
+_WORKER_DEVICE: str | None = None
+
+
+def _init_local_worker(devices) -> None:
+    global _WORKER_DEVICE
+    _WORKER_DEVICE = devices.get() if devices is not None else None
+
+
+def _run_local(job: Job) -> JobResult:
+    return run_job(job, device=_WORKER_DEVICE if job.device == "auto" else None)
+
+
+class LocalExecutor:
+    """A spawn-based process pool: one process per worker, reused across runs. On GPUs each
+    worker owns one device."""
+
+    name = "local"
+
+    def __init__(self, workers: int, gpus: int = 0):
+        context = multiprocessing.get_context("spawn")  # no CUDA or sqlite state crosses a fork
+        devices = None
+        if gpus:
+            devices = context.Queue()
+            for index in range(workers):
+                devices.put(f"cuda:{index % gpus}")
+        self.slots = workers
+        self._pool = cf.ProcessPoolExecutor(workers, mp_context=context,
+                                            initializer=_init_local_worker, initargs=(devices,))
+
+    def submit(self, job: Job) -> cf.Future:
+        return self._pool.submit(_run_local, job)
+
+    def shutdown(self, cancel: bool = False) -> None:
+        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+# --- Ray ----------------------------------------------------------------------------------------
+
+class RayExecutor:
+    """One Ray task per run. `address=None` starts a Ray instance for this sweep on this
+    machine; otherwise the sweep joins that cluster ("auto", or "ray://host:10001")."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None, threads: int, gpus_per_run: float,
+                 slots: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ZooError("--executor ray needs Ray: pip install 'zoo-bench[ray]'") from None
+        self._ray = ray
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                       "configure_logging": False}
+            if address:
+                options["address"] = address
+            else:  # a local instance: no more object store than a sweep needs
+                options["object_store_memory"] = 80 * 1024 * 1024
+            try:
+                ray.init(**options)
+            except Exception as exc:  # noqa: BLE001 - Ray raises many types; all mean "no cluster"
+                raise ZooError(f"cannot start or reach Ray at {address or 'this machine'}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                               ) from None
+        resources = ray.cluster_resources()
+        if gpus_per_run:
+            capacity = int(resources.get("GPU", 0) // gpus_per_run)
+        else:
+            capacity = int(resources.get("CPU", 1) // max(1, threads))
+        self.slots = slots or max(1, capacity)
+        self._task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run)(run_job)
+
+    def submit(self, job: Job) -> cf.Future:
+        return self._task.remote(job).future()
+
+    def shutdown(self, cancel: bool = False) -> None:
+        self._ray.shutdown()
+
+
+# --- torchrun -----------------------------------------------------------------------------------
+
+class TorchrunExecutor:
+    """Runs one at a time, each across `nproc` processes with DDP (`torchrun --standalone`):
+    for a run too big for one device. The global batch size is the protocol's, split across the
+    processes, so the result is comparable with a single-device run."""
+
+    name = "torchrun"
+
+    def __init__(self, nproc: int):
+        if nproc < 1:
+            raise ZooError(f"--nproc-per-node must be positive, got {nproc}")
+        self.nproc = nproc
+        self.slots = 1
+        self._pool = cf.ThreadPoolExecutor(1)
+
+    def submit(self, job: Job) -> cf.Future:
+        return self._pool.submit(self._launch, job)
+
+    def _launch(self, job: Job) -> JobResult:
+        import json
+
+        start = time.perf_counter()
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={self.nproc}", "-m", "zoo.harness.executors",
+                   json.dumps(asdict(job))]
+        env = {**os.environ, "OMP_NUM_THREADS": str(job.threads or 1)}
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        last = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if last:
+            return JobResult(**json.loads(last[-1]))
+        tail = (done.stderr.strip().splitlines() or ["torchrun failed without a message"])[-1]
+        return JobResult(job.run_id, "failed", time.perf_counter() - start, tail)
+
+    def shutdown(self, cancel: bool = False) -> None:
+        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+def _torchrun_main(argv: list[str]) -> int:
+    """One rank of a torchrun job: every rank trains (DDP), rank 0 reports."""
+    import json
+
+    job = Job(**json.loads(argv[0]))
+    result = run_job(job)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(asdict(result)), flush=True)
+    return 0 if result.status in ("completed", "skipped") else 1
+
+
+def make_executor(name: str, *, workers: int | None, threads: int | None, device: str,
+                  address: str | None = None, nproc_per_node: int | None = None):
+    """The executor and the per-run thread count, sized to this machine (or the cluster)."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    gpus = torch.cuda.device_count() if on_gpu and device in ("auto", "cuda") else 0
+    if name == "local":
+        if workers is not None and workers < 1:
+            raise ZooError(f"--workers must be positive, got {workers}")
+        workers = workers or (gpus or max(1, cores // (threads or 1)))
+        threads = threads or max(1, cores // workers)
+        return LocalExecutor(workers, gpus=gpus), threads
+    if name == "ray":
+        threads = threads or 1
+        return RayExecutor(address, threads, 1.0 if on_gpu else 0.0, slots=workers), threads
+    if name == "torchrun":
+        nproc = nproc_per_node or gpus or 1
+        return TorchrunExecutor(nproc), threads or max(1, cores // nproc)
+    raise ZooError(f"unknown executor '{name}': pick {', '.join(EXECUTORS)}")
+
+
+if __name__ == "__main__":
+    sys.exit(_torchrun_main(sys.argv[1:]))

@@ -1,0 +1,238 @@
+"""`zoo sweep`: every combination of a grid, under one named protocol, on an executor.
+
+A sweep is idempotent: runs already completed in the results database are skipped, runs killed
+halfway resume from their last checkpoint (the Trainer does that by run id), and failed runs are
+tried again. So re-running the same command after a crash finishes the sweep without repeating
+work or losing rows. The executors only decide where a run happens (zoo.harness.executors).
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ZooError
+from zoo.harness.config import TrainConfig
+from zoo.harness.protocols import get_protocol
+from zoo.registry import ACTS, ARCHS, DATASETS, INITS, QUANTS
+
+ALL = "all"  # in a grid list: every registered entry of that kind
+_REGISTRIES = {"archs": ARCHS, "acts": ACTS, "inits": INITS, "quants": QUANTS,
+               "datasets": DATASETS}
+
+
+@dataclass
+class Grid:
+    """Lists of names to combine; None = the protocol's standard grid (archs, data sets, seeds),
+    the architecture's own activation, the default init, no quantization."""
+
+    protocol: str = "quick"
+    archs: list[str] | None = None
+    acts: list[str] | None = None
+    inits: list[str] | None = None
+    quants: list[str] | None = None
+    datasets: list[str] | None = None
+    seeds: list[int] | None = None
+
+    @classmethod
+    def from_toml(cls, path: Path) -> "Grid":
+        """A grid file: `protocol = "quick"`, lists `archs`, `acts`, `inits`, `quants`,
+        `datasets` (names, or "all"), and `seeds` (a list, or a count)."""
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ZooError(f"grid file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ZooError(f"cannot read grid file {path}: {exc}") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ZooError(f"{path}: unknown key(s) {', '.join(unknown)}; a grid has "
+                           f"{', '.join(sorted(known))}")
+        grid = cls()
+        for key, value in data.items():
+            setattr(grid, key, _parse_field(key, value, str(path)))
+        return grid
+
+    def merged(self, **flags: Any) -> "Grid":
+        """Flags given on the command line win over the file's values."""
+        grid = Grid(**{f.name: getattr(self, f.name) for f in fields(self)})
+        for key, value in flags.items():
+            if value is not None:
+                setattr(grid, key, _parse_field(key, value, f"--{key}"))
+        return grid
+
+    def configs(self) -> tuple[list[TrainConfig], list[str]]:
+        """Every combination as a validated TrainConfig (in a stable order), and a note for each
+        pair of arch and data set that cannot go together (a language model on images)."""
+        protocol = get_protocol(self.protocol)
+        archs = self._names("archs", protocol.archs)
+        datasets = self._names("datasets", protocol.datasets)
+        inits = self._names("inits", ["default"])
+        quants = self._names("quants", ["none"])
+        seeds = self.seeds if self.seeds is not None else list(protocol.seeds)
+        configs, skipped = [], []
+        for arch, dataset in itertools.product(archs, datasets):
+            if ("text" in ARCHS.get(arch).tags) != ("text" in DATASETS.get(dataset).tags):
+                skipped.append(f"{arch} × {dataset} (one is for text, the other for images)")
+                continue
+            acts = self._names("acts", [ARCHS.get(arch).extra.get("default_act", "relu")])
+            # seed-major: a sweep stopped early has every variant with its first seeds
+            for seed, act, init, quant in itertools.product(seeds, acts, inits, quants):
+                configs.append(TrainConfig.for_arch(
+                    arch, act=act, init=init, quant=quant, seed=seed, qat=quant != "none",
+                    **protocol.overrides(arch, dataset)))
+        if not configs:
+            raise ZooError("the grid is empty: no architecture goes with any of its data sets")
+        ids = [config.run_id() for config in configs]
+        if len(set(ids)) != len(ids):
+            raise ZooError("the grid names the same run twice; remove the repeated names")
+        return configs, skipped
+
+    def _names(self, key: str, default: list[str] | tuple[str, ...]) -> list[str]:
+        chosen = getattr(self, key)
+        if chosen is None:
+            return list(default)
+        registry = _REGISTRIES[key]
+        names = registry.names() if ALL in chosen else chosen
+        if key == "quants" and ALL in chosen:
+            names = [name for name in names if name != "none"]
+        for name in names:
+            registry.get(name)  # an unknown name is a one-line error naming the closest ones
+        return list(dict.fromkeys(names))
+
+
+def _parse_field(key: str, value: Any, where: str) -> Any:
+    if key == "protocol":
+        if not isinstance(value, str):
+            raise ZooError(f"{where}: protocol must be a name, e.g. \"quick\"")
+        get_protocol(value)
+        return value
+    if key == "seeds":
+        return _parse_seeds(value, where)
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        raise ZooError(f"{where}: {key} must be a list of names")
+    items = [v.strip() for v in items if v.strip()]
+    if not items:
+        raise ZooError(f"{where}: {key} is empty")
+    return items
+
+
+def _parse_seeds(value: Any, where: str) -> list[int]:
+    """`3` or `"3"` -> [0, 1, 2] (a count); `"0,4"` or `[0, 4]` -> [0, 4]; `"4,"` -> [4];
+    `"2-4"` -> [2, 3, 4]."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if text.isdigit():  # a count
+                return _parse_seeds(int(text), where)
+            if "-" in text and "," not in text:
+                low, high = (int(part) for part in text.split("-"))
+                value = list(range(low, high + 1))
+            else:
+                value = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise ZooError(f"{where}: seeds take a count, a list (0,1,2) or a range (0-2), "
+                           f"got '{text}'") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ZooError(f"{where}: a seed count must be positive, got {value}")
+        value = list(range(value))
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
+        raise ZooError(f"{where}: seeds must be non-negative whole numbers")
+    return sorted(set(value))
+
+
+# --- planning --------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What a sweep will do, decided from the results database before anything starts."""
+
+    todo: list[TrainConfig]  # new, interrupted (resumed) or failed (tried again)
+    completed: list[str]  # run ids with a stored result: skipped
+    diverged: list[str]  # a result too (the variant cannot train at this lr): skipped
+    resumed: list[str] = field(default_factory=list)  # run ids in `todo` with a checkpoint
+    retried: list[str] = field(default_factory=list)  # run ids in `todo` that failed before
+
+
+def plan(configs: list[TrainConfig], out: Path) -> Plan:
+    from zoo.harness.results import ResultsStore
+    from zoo.harness.rundir import RunDir
+    from zoo.harness.train import results_path
+
+    db = results_path(out)
+    stored = {}
+    if db.is_file():
+        with ResultsStore(db) as store:
+            stored = {run.run_id: run.status for run in store.runs()}
+    result = Plan(todo=[], completed=[], diverged=[])
+    for config in configs:
+        run_id = config.run_id()
+        status = stored.get(run_id)
+        if status == "completed":
+            result.completed.append(run_id)
+        elif status == "diverged":
+            result.diverged.append(run_id)
+        else:
+            result.todo.append(config)
+            if RunDir(Path(out) / run_id).has_checkpoint():
+                result.resumed.append(run_id)
+            if status == "failed":
+                result.retried.append(run_id)
+    return result
+
+
+# --- running ---------------------------------------------------------------------------------
+
+def run_sweep(grid: Grid, *, out: Path, executor: str = "local", workers: int | None = None,
+              threads: int | None = None, device: str = "auto", address: str | None = None,
+              nproc_per_node: int | None = None, plugins: list[str] | None = None,
+              labels: dict[str, Any] | None = None, dry_run: bool = False, console=None):
+    """Plan the grid against the results in `out`, then train what is missing. Returns the
+    final SweepState (None for a dry run)."""
+    from rich.console import Console
+
+    from zoo.harness.executors import make_executor
+    from zoo.harness.sweep_runner import SweepDisplay, SweepState, job_for, run_jobs
+
+    console = console or Console(stderr=True, soft_wrap=True)
+    configs, skipped_pairs = grid.configs()
+    todo = plan(configs, Path(out))
+    protocol = get_protocol(grid.protocol)
+    console.print(f"sweep under protocol '{protocol.name}' ({protocol.summary}): "
+                  f"{len(configs)} runs; {len(todo.completed)} stored, {len(todo.diverged)} "
+                  f"diverged earlier, {len(todo.todo)} to train ({len(todo.resumed)} resume from "
+                  f"a checkpoint, {len(todo.retried)} failed before)", highlight=False)
+    for pair in skipped_pairs:
+        console.print(f"  left out: {pair}", highlight=False)
+    if dry_run:
+        for config in todo.todo:
+            console.print(f"  would train {config.run_id()}", highlight=False)
+        return None
+    state = SweepState(total=len(configs), skipped=len(todo.completed) + len(todo.diverged))
+    if not todo.todo:
+        console.print("nothing to train: every run of this grid is stored", highlight=False)
+        return state
+    Path(out).mkdir(parents=True, exist_ok=True)
+
+    def new_executor():
+        made, _ = make_executor(executor, workers=workers, threads=threads, device=device,
+                                address=address, nproc_per_node=nproc_per_node)
+        return made
+
+    pool, run_threads = make_executor(executor, workers=workers, threads=threads, device=device,
+                                      address=address, nproc_per_node=nproc_per_node)
+    jobs = [job_for(config, out, device, run_threads, plugins or [], labels)
+            for config in todo.todo]
+    console.print(f"{pool.slots} run(s) at a time on the {pool.name} executor, {run_threads} "
+                  f"thread(s) each", highlight=False)
+    with SweepDisplay(state, pool.slots, console) as display:
+        run_jobs(jobs, pool, state, display, make_executor=new_executor)
+    console.print(state.headline(pool.slots), highlight=False)
+    return state
