@@ -1,0 +1,276 @@
+"""`zoo sweep`: a grid under a named protocol, trained on an executor, idempotent after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from zoo.cli import main
+from zoo.errors import ZooError
+from zoo.harness.executors import JobResult
+from zoo.harness.protocols import PROTOCOLS, get_protocol, protocol_name_for
+from zoo.harness.results import ResultsStore, protocol_id
+from zoo.harness.sweep import Grid, plan
+from zoo.harness.sweep_runner import SweepState
+from zoo.registry import ACTS
+
+SMOKE = ["sweep", "--protocol", "smoke", "--archs", "vit", "--datasets", "digits",
+         "--threads", "1"]
+
+
+def stored(out: Path) -> dict[str, object]:
+    with ResultsStore(out / "results.sqlite") as store:
+        return {run.run_id: run for run in store.runs()}
+
+
+# --- grids -------------------------------------------------------------------------------------
+
+def test_a_grid_file_names_every_axis_and_expands_to_every_combination(tmp_path):
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text('protocol = "smoke"\narchs = ["vit", "resnet"]\nacts = ["gelu", "relu"]\n'
+                         'inits = ["default", "zero"]\ndatasets = ["digits"]\nseeds = 2\n')
+    configs, left_out = Grid.from_toml(grid_file).configs()
+    assert len(configs) == 2 * 2 * 2 * 2 and not left_out
+    assert {(c.arch, c.act, c.init, c.seed) for c in configs} == {
+        (a, act, i, s) for a in ("vit", "resnet") for act in ("gelu", "relu")
+        for i in ("default", "zero") for s in (0, 1)}
+    assert all(c.epochs == 1 and c.train_subset == 256 and c.eval_subset == 256 for c in configs)
+
+
+def test_flags_override_the_file_and_seed_counts_lists_and_ranges_all_work(tmp_path):
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text('protocol = "smoke"\narchs = ["vit"]\nacts = ["gelu"]\nseeds = [0]\n')
+    base = Grid.from_toml(grid_file)
+    for seeds, expected in (("3", [0, 1, 2]), ("1,4", [1, 4]), ("2-4", [2, 3, 4]), ("5,", [5])):
+        grid = base.merged(seeds=seeds, acts="relu,golu", datasets="digits")
+        configs, _ = grid.configs()
+        assert sorted({c.seed for c in configs}) == expected
+        assert {c.act for c in configs} == {"relu", "golu"}
+
+
+def test_all_means_every_registered_activation():
+    configs, _ = Grid(protocol="smoke", archs=["vit"], datasets=["digits"], acts=["all"],
+                      seeds=[0]).configs()
+    assert sorted(c.act for c in configs) == ACTS.names()
+
+
+def test_the_runs_are_ordered_seed_first_so_a_stopped_sweep_covers_every_variant():
+    configs, _ = Grid(protocol="smoke", archs=["vit"], datasets=["digits"],
+                      acts=["gelu", "relu", "golu"], seeds=[0, 1]).configs()
+    assert [c.seed for c in configs] == [0, 0, 0, 1, 1, 1]
+
+
+def test_pairs_of_a_language_model_and_an_image_data_set_are_left_out_with_a_note():
+    configs, left_out = Grid(protocol="smoke", archs=["vit", "gpt2"], datasets=["digits"],
+                             acts=["gelu"], seeds=[0]).configs()
+    assert [c.arch for c in configs] == ["vit"]
+    assert left_out and "gpt2" in left_out[0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('protocl = "quick"\n', "unknown key"),
+    ('protocol = "quik"\n', "did you mean quick"),
+    ('acts = ["gelu", "gleu"]\n', "unknown act 'gleu'"),
+    ('seeds = "a-b"\n', "seeds take a count"),
+    ('seeds = 0\n', "must be positive"),
+    ('archs = "vit\n', "cannot read grid file"),
+])
+def test_a_bad_grid_file_is_a_one_line_error(tmp_path, text, message):
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text(text)
+    with pytest.raises(ZooError, match=message):
+        Grid.from_toml(grid_file).configs()
+
+
+def test_the_quick_protocol_is_a_cpu_budget_and_full_is_the_recipe():
+    quick, full = get_protocol("quick"), get_protocol("full")
+    assert quick.overrides("vit", "fashion-mnist")["train_subset"] < 55_000
+    assert quick.overrides("vit", "fashion-mnist")["eval_subset"] < 10_000
+    assert full.overrides("vit", "fashion-mnist") == {"dataset": "fashion-mnist"}
+    assert quick.baseline == {"act": "gelu", "init": "default", "quant": "none"}
+    assert (quick.archs, quick.datasets, quick.seeds) == (("vit", "resnet"),
+                                                          ("digits", "fashion-mnist"), (0, 1, 2))
+
+
+def test_a_protocol_hash_maps_back_to_its_name():
+    from zoo.harness.config import TrainConfig
+
+    for name in PROTOCOLS:
+        config = TrainConfig.for_arch("vit", **get_protocol(name).overrides("vit", "digits"))
+        assert protocol_name_for(protocol_id(config.protocol()), "vit", "digits") == name
+    assert protocol_name_for("0123456789", "vit", "digits") is None
+
+
+# --- running -----------------------------------------------------------------------------------
+
+def test_a_sweep_trains_its_grid_and_a_second_sweep_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main([*SMOKE, "--acts", "gelu,relu", "--workers", "2", "--out", str(out)]) == 0
+    runs = stored(out)
+    assert len(runs) == 2 and {r.status for r in runs.values()} == {"completed"}
+    assert {r.act for r in runs.values()} == {"gelu", "relu"}
+    assert all(r.protocol["epochs"] == 1 and r.protocol["eval_subset"] == 256
+               for r in runs.values())
+    capsys.readouterr()
+
+    assert main([*SMOKE, "--acts", "gelu,relu", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "2 stored" in err and "nothing to train" in err
+    assert stored(out) == runs  # not a field of a row changed
+
+
+def test_a_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main([*SMOKE, "--acts", "gelu", "--seeds", "2", "--dry-run", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("would train") == 2 and not out.exists()
+
+
+def _plugin(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / f"{name}_plugin.py"
+    path.write_text(
+        "import os, torch\n"
+        "from zoo.registry import ACTS\n"
+        "from zoo.models.activation import Activation\n"
+        f"MARKER = os.environ['ZOO_TEST_MARKER']\n"
+        f"def fn(x):\n{body}\n    return torch.relu(x)\n"
+        f"@ACTS.register('{name}', formula='relu', paper=('test', None))\n"
+        f"def make(inplace=False):\n    return Activation('{name}', fn, inplace=inplace)\n")
+    return path
+
+
+@pytest.fixture
+def marker(tmp_path, monkeypatch):
+    """A file whose presence breaks the test activations; the env var reaches spawned workers."""
+    path = tmp_path / "broken"
+    path.touch()
+    monkeypatch.setenv("ZOO_TEST_MARKER", str(path))
+    yield path
+
+
+@pytest.fixture
+def cleanup_acts():
+    names: list[str] = []
+    yield names
+    for name in names:
+        ACTS.remove(name)
+
+
+def test_a_failed_run_is_recorded_as_failed_and_the_next_sweep_tries_it_again(
+        tmp_path, marker, cleanup_acts, capsys):
+    cleanup_acts.append("flaky_sweep_test")
+    plugin = _plugin(tmp_path, "flaky_sweep_test",
+                     "    if os.path.exists(MARKER) and x.requires_grad:\n"
+                     "        raise RuntimeError('the test activation broke')")
+    out = tmp_path / "runs"
+    args = ["--plugin", str(plugin), *SMOKE, "--acts", "flaky_sweep_test,relu", "--workers", "1",
+            "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("zoo: error: 1 run(s) failed")
+    assert "the test activation broke" in err and "Traceback" not in err
+    runs = {r.act: r for r in stored(out).values()}
+    assert runs["relu"].status == "completed"  # one failure does not stop the sweep
+    assert runs["flaky_sweep_test"].status == "failed"
+    assert "the test activation broke" in runs["flaky_sweep_test"].metrics["error"]
+
+    marker.unlink()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 failed before" in err and "1 stored" in err
+    assert {r.status for r in stored(out).values()} == {"completed"}
+
+
+def test_a_worker_that_dies_fails_its_run_and_a_fresh_pool_runs_the_rest(
+        tmp_path, marker, cleanup_acts, capsys):
+    cleanup_acts.append("fatal_sweep_test")
+    plugin = _plugin(tmp_path, "fatal_sweep_test",
+                     "    if os.path.exists(MARKER):\n        os._exit(9)")
+    out = tmp_path / "runs"
+    args = ["--plugin", str(plugin), *SMOKE, "--acts", "fatal_sweep_test,relu", "--workers", "1",
+            "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "worker process died" in err
+    assert stored(out)[next(r for r in stored(out) if "-relu-" in r)].status == "completed"
+
+
+def test_a_killed_sweep_resumes_its_interrupted_run_from_the_checkpoint(tmp_path, capsys):
+    plugin = tmp_path / "long_protocol.py"
+    plugin.write_text(
+        "from zoo.harness.protocols import PROTOCOLS, Protocol, register_protocol\n"
+        "if 'test-long' not in PROTOCOLS:\n"
+        "    register_protocol(Protocol('test-long', 'a few epochs for a resume test',\n"
+        "        budgets={('*', '*'): {'epochs': 4, 'train_subset': 512, 'eval_subset': 128,\n"
+        "                              'batch_size': 32}}, seeds=(0,)))\n")
+    out = tmp_path / "runs"
+    args = ["--plugin", str(plugin), "sweep", "--protocol", "test-long", "--archs", "vit",
+            "--acts", "golu", "--datasets", "digits", "--workers", "1", "--threads", "1",
+            "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(out.glob("*/checkpoint.json")) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, as hard as a crash
+    proc.wait()
+    run_dir = next(out.glob("*/checkpoint.json")).parent
+    assert not (run_dir / "result.json").exists(), "the kill came too late to test resuming"
+
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 resume from a checkpoint" in err and "resumed after epoch" in err
+    runs = list(stored(out).values())
+    assert len(runs) == 1 and runs[0].status == "completed"
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_the_live_summary_counts_runs_and_estimates_the_time_left():
+    state = SweepState(total=10, skipped=2)
+    state.running = {"a": 0.0, "b": 0.0}
+    assert state.eta_s(slots=2) is None  # nothing finished yet: no estimate
+    state.results = [JobResult("c", "completed", 30.0), JobResult("d", "completed", 10.0),
+                     JobResult("e", "failed", 1.0)]
+    assert state.queued == 3
+    # 3 queued + 2 running runs of 20 s on average, 2 at a time
+    assert state.eta_s(slots=2) == pytest.approx(20.0 * 5 / 2)
+    line = state.headline(slots=2)
+    assert "4/10 done (2 stored earlier)" in line and "2 running" in line
+    assert "3 queued" in line and "1 failed" in line and "ETA" in line
+
+
+def test_the_plan_skips_completed_and_diverged_runs(tmp_path):
+    out = tmp_path / "runs"
+    assert main([*SMOKE, "--acts", "relu", "--out", str(out)]) == 0
+    configs, _ = Grid(protocol="smoke", archs=["vit"], datasets=["digits"],
+                      acts=["relu", "gelu"], seeds=[0]).configs()
+    todo = plan(configs, out)
+    assert [c.act for c in todo.todo] == ["gelu"] and len(todo.completed) == 1
+
+
+def test_the_ray_executor_runs_a_grid_on_a_local_ray_instance(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "runs"
+    done = subprocess.run([sys.executable, "-m", "zoo.cli", *SMOKE, "--acts", "gelu,relu",
+                           "--executor", "ray", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "on the ray executor" in done.stderr
+    runs = stored(out)
+    assert len(runs) == 2 and {r.status for r in runs.values()} == {"completed"}
+
+
+def test_the_ray_executor_without_ray_installed_is_a_one_line_error(monkeypatch):
+    from zoo.harness.executors import make_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if `pip install 'zoo-bench[ray]'` never ran
+    with pytest.raises(ZooError, match=r"needs Ray: pip install 'zoo-bench\[ray\]'"):
+        make_executor("ray", workers=None, threads=1, device="cpu")
