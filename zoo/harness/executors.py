@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import time
@@ -65,8 +66,11 @@ def run_job(job: Job, device: str | None = None) -> JobResult:
         outcome = Trainer(config, out=job.out, device=device or job.device, show_progress=False,
                           labels=job.labels).run()
         status = "skipped" if outcome.already_done else "completed"
-        return JobResult(run_id, status, time.perf_counter() - start,
-                         headline(outcome.record.metrics), outcome.resumed_from)
+        message = headline(outcome.record.metrics)
+        if outcome.resumed_from and not outcome.already_done:
+            message += f" (resumed after epoch {outcome.resumed_from})"
+        return JobResult(run_id, status, time.perf_counter() - start, message,
+                         outcome.resumed_from)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row of the summary
         from zoo.errors import RunDiverged
 
@@ -245,22 +249,56 @@ class TorchrunExecutor:
         last = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if last:
             return JobResult(**json.loads(last[-1]))
-        tail = (done.stderr.strip().splitlines() or ["torchrun failed without a message"])[-1]
-        return JobResult(job.run_id, "failed", time.perf_counter() - start, tail)
+        # Rank 0 died before reporting (killed, or torchrun stopped it after another rank failed).
+        message = _torchrun_failure(done.stderr, done.returncode)
+        mark_failed(Path(job.out), job.run_id, message)
+        return JobResult(job.run_id, "failed", time.perf_counter() - start, message)
 
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
+def _torchrun_failure(stderr: str, returncode: int) -> str:
+    """The line that says why a torchrun job failed: a rank's own one-line error, else the last
+    exception line (torchrun ends its report with a banner, not with the cause)."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    ours = [line for line in lines if re.match(r"^zoo( rank \d+)?: ", line)]
+    exceptions = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): \S", line)
+                  and "ChildFailedError" not in line]
+    found = ours or exceptions
+    return found[-1] if found else f"torchrun exited with status {returncode}"
+
+
 def _torchrun_main(argv: list[str]) -> int:
-    """One rank of a torchrun job: every rank trains (DDP), rank 0 reports."""
+    """One rank of a torchrun job: every rank trains (DDP); rank 0 alone reports, and records a
+    failure in the results database (the other ranks never write)."""
     import json
 
     job = Job(**json.loads(argv[0]))
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        return _torchrun_follower(job, rank)
     result = run_job(job)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(asdict(result)), flush=True)
+    print(json.dumps(asdict(result)), flush=True)
     return 0 if result.status in ("completed", "skipped") else 1
+
+
+def _torchrun_follower(job: Job, rank: int) -> int:
+    """A rank other than 0: `run_job` without its result row (rank 0 reports the same outcome)."""
+    try:
+        _prepare_worker(job.plugins, job.threads)
+        from zoo.harness.config import TrainConfig
+        from zoo.harness.train import Trainer
+
+        Trainer(TrainConfig(**job.config), out=job.out, device=job.device, show_progress=False,
+                labels=job.labels).run()
+        return 0
+    except ZooError as exc:
+        print(f"zoo rank {rank}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - one line for the executor's summary
+        print(f"zoo rank {rank}: {type(exc).__name__}: {exc} ({_where(exc)})", file=sys.stderr)
+        return 1
 
 
 def make_executor(name: str, *, workers: int | None, threads: int | None, device: str,

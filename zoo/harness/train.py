@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from zoo.errors import RunDiverged, ZooError
-from zoo.harness import environment
+from zoo.harness import distributed, environment
 from zoo.harness.config import TrainConfig
 from zoo.harness.diagnostics import activation_diagnostics, initial_weights, relative_weight_change
 from zoo.harness.progress import TrainingProgress
@@ -83,7 +83,11 @@ class RunOutcome:
 
 
 class Trainer:
-    """One run, from config to stored result. `run()` resumes a killed run of the same config."""
+    """One run, from config to stored result. `run()` resumes a killed run of the same config.
+
+    Started by torchrun (WORLD_SIZE > 1), every process runs this same code on its share of each
+    global batch, with DDP for the training step; rank 0 alone writes (see
+    zoo.harness.distributed). Without torchrun nothing of that runs."""
 
     LOG_EVERY = 10  # steps between progress updates (each costs a device sync on GPU)
 
@@ -98,27 +102,52 @@ class Trainer:
         self.compile = compile
         self.show_progress = show_progress
         self.run_dir = RunDir(self.out / config.run_id())
+        self.group = distributed.from_environment()
+        if self.group.distributed:
+            self._join_group()
         self.autocast = self.device.type == "cuda"  # bf16 autocast on GPU, float32 on CPU
+
+    def _join_group(self) -> None:
+        """One process of a torchrun job: its own GPU, no progress bar and no writes but on
+        rank 0. The run id stays the config's: a run is the same row on any number of ranks."""
+        distributed.check_supported(self.config, self.group)
+        self.device = distributed.rank_device(self.device, self.group)
+        self.show_progress = self.show_progress and self.group.is_main
+        if not self.group.is_main:
+            self.run_dir = distributed.ReadOnlyRunDir(self.run_dir.path)
 
     # --- the whole run ----------------------------------------------------------------------
     def run(self) -> RunOutcome:
-        with self.run_dir.exclusive():
+        if not self.group.distributed:
+            with self.run_dir.exclusive():
+                return self._run()
+        with distributed.process_group(self.device), \
+                distributed.entered_by_main(self.group, self.run_dir.exclusive):
             return self._run()
 
+    def _results_store(self):
+        return ResultsStore(results_path(self.out)) if self.group.is_main else \
+            distributed.NoResultsStore()
+
     def _run(self) -> RunOutcome:
-        config = self.config
-        with ResultsStore(results_path(self.out)) as store:
-            previous = store.get(config.run_id())
+        config, group = self.config, self.group
+        with self._results_store() as store:
+            previous = group.from_main(store.get(config.run_id()))  # rank 0 decides
             if previous is not None and previous.status == "completed":
                 return RunOutcome(self.run_dir, previous, config.epochs, already_done=True)
 
-            task = task_for(config, self.device, self.out, self.show_progress)
+            with group.main_first():  # rank 0 alone fills shared caches (tokens, tokenizers)
+                task = task_for(config, self.device, self.out, self.show_progress)
             model = task.build().to(self.device)
+            if group.distributed:
+                model = distributed.sync_batchnorm(model, self.device)
             rule = training_rule(config)
             after_step = getattr(rule, "after_step", None)
             step_hook = (lambda step: after_step(model, step)) if after_step else (lambda step: None)
             optimizer = make_optimizer(model, config, getattr(rule, "param_lr_scale", None))
             batches = task.train_batches()
+            if group.distributed:
+                distributed.check_shardable(batches, group)
             steps_per_epoch = len(batches)
             total_steps = steps_per_epoch * config.epochs
             warmup_steps = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
@@ -126,7 +155,7 @@ class Trainer:
                 optimizer, warmup_cosine(total_steps, max(1, warmup_steps)))
 
             start_epoch, history, started_at = 0, [], utc_now()
-            if self.run_dir.has_checkpoint():
+            if group.from_main(self.run_dir.has_checkpoint()):  # the others load rank 0's
                 ckpt = self.run_dir.load_checkpoint()
                 load_weights(model, ckpt.model_state, self.run_dir.path)
                 optimizer.load_state_dict(ckpt.trainer_state["optimizer"])
@@ -134,6 +163,8 @@ class Trainer:
                 torch.set_rng_state(ckpt.trainer_state["rng_cpu"])
                 if self.device.type == "cuda" and "rng_cuda" in ckpt.trainer_state:
                     torch.cuda.set_rng_state(ckpt.trainer_state["rng_cuda"], self.device)
+                if group.distributed:
+                    distributed.restore_rng_states(ckpt.trainer_state, group, self.device)
                 history = list(ckpt.trainer_state["history"])
                 started_at = ckpt.trainer_state.get("started_at", started_at)
                 start_epoch = ckpt.epoch
@@ -148,7 +179,10 @@ class Trainer:
                     "protocol": config.protocol(), **task.run_summary(),
                     **({"labels": self.labels} if self.labels else {})})
 
+            group.barrier()  # the others read config.json once rank 0 has written it
             env = environment.capture(self.device)
+            if group.distributed:
+                env["world_size"] = group.size
             self.run_dir.write_json("environment.json", env)
             params = count_parameters(model)
             record = RunRecord(
@@ -160,7 +194,8 @@ class Trainer:
                 run_dir=str(self.run_dir.path.resolve()), started_at=started_at, finished_at=None)
             store.upsert(record)
 
-            step_model = torch.compile(model) if self.compile else model
+            step_model = distributed.wrap(model, self.device) if group.distributed else model
+            step_model = torch.compile(step_model) if self.compile else step_model
             progress = TrainingProgress(
                 f"{config.arch}·{config.act}", total_steps, enabled=self.show_progress,
                 unit=task.unit)
@@ -210,11 +245,14 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen, start = 0, time.perf_counter()
         for step, (xb, yb) in enumerate(batches.epoch(epoch), start=1):
+            share = 1.0
+            if self.group.distributed:  # this rank's rows of the global batch
+                xb, yb, share = distributed.shard(xb, yb, self.group)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = model(xb)
                 loss = task.loss(logits, yb)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if share == 1.0 else loss * share).backward()
             optimizer.step()
             scheduler.step()
             after_step(epoch * len(batches) + step)
@@ -222,15 +260,26 @@ class Trainer:
             correct += task.correct(logits, yb)
             seen += yb.numel()
             if step % self.LOG_EVERY == 0 or step == len(batches):
-                mean_loss = loss_sum.item() / seen
-                progress.update(step, len(batches), loss=mean_loss, acc=correct.item() / seen,
-                                rate=seen / (time.perf_counter() - start))
+                loss_total, correct_total, seen_total = self._epoch_totals(loss_sum, correct, seen)
+                mean_loss = loss_total / seen_total
+                progress.update(step, len(batches), loss=mean_loss, acc=correct_total / seen_total,
+                                rate=seen_total / (time.perf_counter() - start))
                 if not math.isfinite(mean_loss):
                     break  # no point finishing an epoch that has already diverged
         elapsed = time.perf_counter() - start
-        return {"epoch": epoch + 1, "train_loss": loss_sum.item() / max(1, seen),
-                "train_acc": correct.item() / max(1, seen), "lr": scheduler.get_last_lr()[0],
-                "train_time_s": elapsed, "samples": seen}
+        loss_total, correct_total, seen_total = self._epoch_totals(loss_sum, correct, seen)
+        return {"epoch": epoch + 1, "train_loss": loss_total / max(1, seen_total),
+                "train_acc": correct_total / max(1, seen_total), "lr": scheduler.get_last_lr()[0],
+                "train_time_s": elapsed, "samples": seen_total}
+
+    def _epoch_totals(self, loss_sum: torch.Tensor, correct: torch.Tensor,
+                      seen: int) -> tuple[float, int, int]:
+        """The epoch's loss sum, correct predictions and examples so far; across a torchrun job,
+        summed over every rank's share (the logged loss is the global batch's, the same on every
+        rank, so that a non-finite loss stops all of them at the same step)."""
+        if not self.group.distributed:
+            return loss_sum.item(), correct.item(), seen
+        return self.group.sum_counts(loss_sum, correct, seen)
 
     def _diagnostics(self, model, weights0, x_val) -> dict[str, Any]:
         """Weight change since step 0 (per matrix, and its median), massive activations and the
@@ -250,6 +299,8 @@ class Trainer:
                  "rng_cpu": torch.get_rng_state(), "history": history, "started_at": started_at}
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.group.distributed:  # every rank takes part; rank 0 writes
+            state.update(distributed.rng_states(self.group, self.device))
         self.run_dir.save_checkpoint(epoch, model, state)
         self.run_dir.write_metrics(history)
 
