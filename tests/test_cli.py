@@ -29,7 +29,8 @@ def assert_one_line_error(capsys, code: int, *fragments: str) -> str:
 
 @pytest.mark.parametrize("command", [[], ["list"], ["info"], ["train"], ["eval"],
                                      ["leaderboard"], ["bench"], ["bench", "harness"],
-                                     ["bench", "quant"], ["quant-sweep"], ["sample"]])
+                                     ["bench", "quant"], ["quant-sweep"], ["sample"], ["sweep"],
+                                     ["submit"]])
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])

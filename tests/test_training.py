@@ -214,3 +214,33 @@ def test_run_ids_are_stable_across_zoo_versions():
     assert TrainConfig.for_arch("vit", act="relu", seed=0).run_id() == \
         "digits-vit-relu-default-none-s0-88d1757f"
     assert "tokenizer" not in TrainConfig.for_arch("vit", act="relu").protocol()
+
+
+def test_eval_subset_validates_and_tests_on_the_first_examples_and_is_part_of_the_protocol(
+        tmp_path):
+    whole = quick_config()
+    subset = quick_config(eval_subset=100)
+    assert "eval_subset" not in whole.protocol() and "eval_subset" not in whole.to_dict()
+    assert subset.protocol()["eval_subset"] == 100 and subset.run_id() != whole.run_id()
+    record = Trainer(subset, out=tmp_path, show_progress=False).run().record
+    assert record.config["data"]["validation"] == record.config["data"]["test"] == 100
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        _, predictions = store.predictions([record.run_id])[record.run_id]
+    assert len(predictions) == 100
+
+
+def test_eval_subset_is_refused_for_language_models_and_generators():
+    for arch in ("gpt2", "var"):
+        with pytest.raises(ZooError, match="--eval-subset is for image classifiers"):
+            TrainConfig.for_arch(arch, eval_subset=10)
+
+
+def test_a_completed_run_stores_its_learning_curve_in_the_database(tmp_path):
+    config = quick_config()
+    record = Trainer(config, out=tmp_path, show_progress=False).run().record
+    curve = record.metrics["curve"]
+    history = [json.loads(line) for line in
+               (tmp_path / config.run_id() / "metrics.jsonl").read_text().splitlines()]
+    assert curve["epoch"] == [row["epoch"] for row in history] == list(range(1, config.epochs + 1))
+    assert curve["val_acc"] == [row["val_acc"] for row in history]
+    assert curve["train_loss"] == [row["train_loss"] for row in history]

@@ -1,4 +1,5 @@
-"""The `zoo` command: list, info, train, eval, quant-sweep, leaderboard, bench, probe.
+"""The `zoo` command: list, info, train, sweep, submit, eval, sample, quant-sweep, leaderboard,
+bench, probe.
 
 Every user mistake ends as one line on stderr (`zoo: error: ...`) and a non-zero exit code.
 """
@@ -106,19 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"comma-separated {what}, or 'all' (default: the protocol's grid)")
     p.add_argument("--seeds", metavar="N|A,B|A-B",
                    help="a count (3 = seeds 0,1,2), a list or a range (default: the protocol's)")
-    p.add_argument("--executor", default="local", choices=["local", "ray", "torchrun"],
-                   help="local process pool (default), Ray, or torchrun (one run across GPUs)")
-    p.add_argument("--workers", type=int, help="runs at once (default: GPUs, else cores / threads)")
-    p.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
-    p.add_argument("--address", help="with --executor ray: the cluster (default: start Ray here)")
-    p.add_argument("--nproc-per-node", type=int,
-                   help="with --executor torchrun: processes per run (default: GPUs, else 1)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--out", default="runs", type=Path,
-                   help="where runs and results.sqlite live (default ./runs)")
+    _sweep_options(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
-    p.add_argument("--leaderboard", type=Path, metavar="DIR",
-                   help="render the leaderboards into DIR when the sweep ends")
+
+    p = sub.add_parser("submit", parents=[plugin],
+                       help="check new activations, then train them on a protocol's standard grid",
+                       description="Submit activations: load FILE.py (a plugin file registering "
+                                   "them) or an installed plugin's activation (--entry), check "
+                                   "each one (finite on extreme inputs, float64 gradcheck, dtype "
+                                   "and shape kept, inplace=True accepted, learnable parameters, "
+                                   "kernel parity on a GPU), then train the protocol's standard "
+                                   "grid with them. A failed check refuses the submission before "
+                                   "anything is stored; the runs are labelled with the file's "
+                                   "sha256.")
+    p.add_argument("file", nargs="?", type=Path, metavar="FILE.py",
+                   help="a plugin file that registers the activations")
+    p.add_argument("--entry", metavar="NAME",
+                   help="instead of FILE.py: an activation registered by an installed plugin")
+    p.add_argument("--protocol", default="quick",
+                   help="quick (laptop CPU, default), full (GPU, the recipes) or smoke")
+    _sweep_options(p)
+    p.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
 
     p = sub.add_parser("eval", parents=[plugin], help="evaluate a stored run on its test split",
                        description="Evaluate a stored run on its test split, or a language "
@@ -237,6 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sweep_options(p) -> None:
+    """Where and how the runs of `zoo sweep` and `zoo submit` happen."""
+    p.add_argument("--executor", default="local", choices=["local", "ray", "torchrun"],
+                   help="local process pool (default), Ray, or torchrun (one run across GPUs)")
+    p.add_argument("--workers", type=int, help="runs at once (default: GPUs, else cores / threads)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
+    p.add_argument("--address", help="with --executor ray: the cluster (default: start Ray here)")
+    p.add_argument("--nproc-per-node", type=int,
+                   help="with --executor torchrun: processes per run (default: GPUs, else 1)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--out", default="runs", type=Path,
+                   help="where runs and results.sqlite live (default ./runs)")
+    p.add_argument("--leaderboard", type=Path, metavar="DIR",
+                   help="render the leaderboards into DIR when the sweep ends")
+
+
 def _sampling_options(p) -> None:
     p.add_argument("--cfg", type=float, default=None,
                    help="classifier-free guidance scale, 1 = conditional only (default 1.5)")
@@ -338,11 +363,20 @@ def cmd_sweep(args) -> int:
                        inits=args.inits, quants=args.quants, datasets=args.datasets,
                        seeds=args.seeds)
     plugins = [str(Path(p).resolve()) for p in args.plugin_before_command + args.plugin]
-    state = run_sweep(grid, out=args.out, executor=args.executor, workers=args.workers,
-                      threads=args.threads, device=args.device, address=args.address,
-                      nproc_per_node=args.nproc_per_node, plugins=plugins,
-                      dry_run=args.dry_run)
-    if state is None:
+    state = run_sweep(grid, out=args.out, plugins=plugins, dry_run=args.dry_run,
+                      **_sweep_executor(args))
+    return _finish_sweep(state, args)
+
+
+def _sweep_executor(args) -> dict[str, Any]:
+    return {"executor": args.executor, "workers": args.workers, "threads": args.threads,
+            "device": args.device, "address": args.address,
+            "nproc_per_node": args.nproc_per_node}
+
+
+def _finish_sweep(state, args) -> int:
+    """After `zoo sweep` or `zoo submit`: the boards if asked for; failed runs fail the command."""
+    if state is None:  # a dry run
         return 0
     if args.leaderboard is not None:
         from zoo.harness.leaderboard import render_leaderboards
@@ -352,11 +386,36 @@ def cmd_sweep(args) -> int:
         with ResultsStore(results_path(args.out)) as store:
             written = render_leaderboards(store, args.leaderboard)
         print(f"rendered {len(written)} leaderboard file(s) into {args.leaderboard}")
+    else:
+        print(f"render the leaderboards with `zoo leaderboard --out {args.out} --to DIR`")
     failed = state.count("failed", "busy")
     if failed:
         raise ZooError(f"{failed} run(s) failed (listed above); run the same command again to "
                        "retry them, the others are stored")
     return 0
+
+
+def cmd_submit(args) -> int:
+    from zoo.harness import submission
+    from zoo.harness.protocols import get_protocol
+    from zoo.harness.sweep import Grid, run_sweep
+    from zoo.harness.train import results_path
+
+    if (args.file is None) == (args.entry is None):
+        raise ZooError("zoo submit takes FILE.py or --entry NAME (one of them)")
+    get_protocol(args.protocol)  # a typo fails before the checks, not after them
+    submitted = (submission.load_submission_file(args.file) if args.file else
+                 submission.load_submission_entry(args.entry))
+    submission.check_stored_runs(submitted, args.out)
+    submission.validate(submitted)
+    plugins = [str(Path(p).resolve()) for p in args.plugin_before_command + args.plugin]
+    state = run_sweep(Grid(protocol=args.protocol, acts=submitted.names), out=args.out,
+                      plugins=list(dict.fromkeys([*plugins, *submitted.plugin_files])),
+                      labels=submitted.labels, dry_run=args.dry_run, **_sweep_executor(args))
+    if state is not None:
+        print(f"runs of {', '.join(submitted.names)} are in {results_path(args.out)}, labelled "
+              f"submitted.sha256 = {submitted.sha256[:12]}…")
+    return _finish_sweep(state, args)
 
 
 def _parse_params(items: list[str], flag: str) -> dict[str, float] | None:
@@ -508,8 +567,14 @@ def cmd_leaderboard(args) -> int:
         written = render_leaderboards(store, args.to)
     if not written:
         print(f"no completed runs in {db}; nothing to render")
-    for path in written:
+    pages = [path for path in written if path.suffix == ".md"]
+    for path in pages:
         print(f"wrote {path}")
+    if len(written) > len(pages):  # one CSV, JSON and plot per board: counted, not listed
+        kinds = ", ".join(f"{sum(p.suffix == suffix for p in written)} {suffix[1:].upper()}"
+                          for suffix in (".csv", ".json", ".png")
+                          if any(p.suffix == suffix for p in written))
+        print(f"wrote {kinds} file(s) beside them in {args.to}")
     return 0
 
 
@@ -583,7 +648,8 @@ def _parse_options(items: list[str], flag: str) -> dict[str, Any] | None:
 
 COMMANDS = {"list": cmd_list, "info": cmd_info, "train": cmd_train, "eval": cmd_eval,
             "leaderboard": cmd_leaderboard, "bench": cmd_bench, "probe": cmd_probe,
-            "quant-sweep": cmd_quant_sweep, "sample": cmd_sample, "sweep": cmd_sweep}
+            "quant-sweep": cmd_quant_sweep, "sample": cmd_sample, "sweep": cmd_sweep,
+            "submit": cmd_submit}
 
 
 if __name__ == "__main__":
