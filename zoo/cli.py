@@ -331,6 +331,8 @@ def cmd_train(args) -> int:
     trainer = Trainer(config, out=args.out, device=args.device, compile=args.compile,
                       show_progress=not args.no_progress)
     outcome = trainer.run()
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports
+        return 0
     m = outcome.record.metrics
     if outcome.already_done:
         print(f"run {outcome.record.run_id} already completed; stored result:")
