@@ -274,3 +274,15 @@ def test_the_ray_executor_without_ray_installed_is_a_one_line_error(monkeypatch)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if `pip install 'zoo-bench[ray]'` never ran
     with pytest.raises(ZooError, match=r"needs Ray: pip install 'zoo-bench\[ray\]'"):
         make_executor("ray", workers=None, threads=1, device="cpu")
+
+
+def test_every_architecture_has_a_valid_quick_budget_on_every_data_set_it_takes():
+    from zoo.harness.config import TrainConfig
+    from zoo.registry import ARCHS, DATASETS
+
+    quick = get_protocol("quick")
+    for arch in ARCHS.names():
+        for dataset in DATASETS.names():
+            if ("text" in ARCHS.get(arch).tags) == ("text" in DATASETS.get(dataset).tags):
+                TrainConfig.for_arch(arch, **quick.overrides(arch, dataset))  # raises if invalid
+    assert quick.overrides("kat", "digits") == quick.overrides("vit", "digits")

@@ -67,6 +67,10 @@ register_protocol(Protocol(
         ("resnet", "digits"): {"epochs": 10},
         ("vit", "fashion-mnist"): {"epochs": 3, "train_subset": 5000, "eval_subset": 2000},
         ("resnet", "fashion-mnist"): {"epochs": 2, "train_subset": 3000, "eval_subset": 2000},
+        # kat is the vit with rational MLPs: the vit's budget; gpt2, var and rar keep their
+        # recipes (already CPU budgets: nano and tiny sizes)
+        ("kat", "digits"): {"epochs": 15},
+        ("kat", "fashion-mnist"): {"epochs": 3, "train_subset": 5000, "eval_subset": 2000},
         ("*", "*"): {},
     },
 ))
