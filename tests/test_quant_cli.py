@@ -4,11 +4,17 @@ the quant leaderboards rendered from what they stored."""
 
 from __future__ import annotations
 
+import csv
+import json
+import math
+import re
+
 import pytest
 
 from zoo.cli import main
 from zoo.harness.config import TrainConfig
-from zoo.harness.results import ResultsStore
+from zoo.harness.leaderboard import render_leaderboards
+from zoo.harness.results import ResultsStore, RunRecord, protocol_id
 from zoo.harness.train import Trainer
 
 QUICK = dict(epochs=2, train_subset=256)
@@ -82,6 +88,123 @@ def test_the_quant_board_shows_float_ptq_and_qat_rows(float_runs, tmp_path, caps
     main_board = (tmp_path / "boards" / "digits-vit.md").read_text()
     assert "mxfp4" not in main_board  # PTQ results are not training runs
     assert "int4-g32" in main_board  # a QAT run is one
+    # beside it: a record per table row, and the section's plot
+    records = json.loads((tmp_path / "boards" / "quant-digits-vit.json").read_text())
+    rows = quant_table(board)
+    assert [(r["quant"], r["mode"]) for r in records] == [(r["quant"], r["mode"]) for r in rows]
+    assert {r["mode"] for r in records} == {"float", "PTQ", "QAT"}
+    (plot,) = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", board)
+    assert plot.startswith("quant-digits-vit/") and valid_png(tmp_path / "boards" / plot)
+
+
+# -- the quant board's files, from a small fixed database ------------------------------------
+
+PROTOCOL = {"epochs": 3, "lr": 0.01}
+
+
+def quant_run(run_id, seed, acc, *, quant="none", float_acc=None, qat=False, **metrics):
+    """A float run, its PTQ result (with `float_acc`, the float model's own accuracy measured
+    beside it) or a QAT run, of gelu on digits / vit."""
+    config = {"config": {"qat": True}} if qat else {}
+    if float_acc is not None:
+        config.update(ptq_of=run_id.split("+")[0], calibration="the first 64 training images")
+        metrics["float_test_acc"] = float_acc
+    return RunRecord(
+        run_id=run_id, arch="vit", act="gelu", init="default", quant=quant, dataset="digits",
+        seed=seed, protocol=PROTOCOL, protocol_id=protocol_id(PROTOCOL), status="completed",
+        metrics={"test_acc": acc, "params": 2048, **metrics}, environment={}, config=config,
+        run_dir=f"runs/{run_id}", started_at="2025-01-01T00:00:00+00:00",
+        finished_at="2025-01-01T00:10:00+00:00")
+
+
+QUANT_RUNS = [
+    *(quant_run(f"f{s}", s, acc, float_bytes=8192) for s, acc in enumerate([0.90, 0.92, 0.94])),
+    # PTQ of each float run: -0, -1 and +1 points against its own float model
+    *(quant_run(f"f{s}+int8-wo", s, acc, quant="int8-wo", float_acc=f, bits_per_weight=8.5,
+                model_bytes=2048)
+      for s, (acc, f) in enumerate([(0.90, 0.90), (0.91, 0.92), (0.95, 0.94)])),
+    *(quant_run(f"q{s}", s, acc, quant="int4-g32", qat=True, bits_per_weight=5.0,
+                model_bytes=3072) for s, acc in enumerate([0.85, 0.87])),
+]
+
+
+def quant_table(markdown):
+    """The rows of a quant board's table as {header: cell}."""
+    rows, header = [], None
+    for line in markdown.splitlines():
+        if line.startswith("| act | init | quant | mode |"):
+            header = line.strip("| ").split(" | ")
+        elif header and line.startswith("| ") and "---" not in line:
+            rows.append(dict(zip(header, line.strip("| ").split(" | "))))
+    return rows
+
+
+def valid_png(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.verify()
+        return image.format == "PNG"
+
+
+def render_quant(tmp_path, runs, name):
+    with ResultsStore(tmp_path / f"{name}.sqlite") as store:
+        for run in runs:
+            store.upsert(run)
+        paths = render_leaderboards(store, tmp_path / name)
+    return {p.relative_to(tmp_path / name).as_posix(): p.read_bytes() for p in paths}
+
+
+def test_the_quant_board_has_csv_json_and_a_plot_drawn_from_its_rows(tmp_path):
+    files = render_quant(tmp_path, QUANT_RUNS, "boards")
+    pid = protocol_id(PROTOCOL)
+    assert {"quant-digits-vit.md", "quant-digits-vit.csv", "quant-digits-vit.json",
+            f"quant-digits-vit/{pid}.png"} <= set(files)
+    board = files["quant-digits-vit.md"].decode()
+    assert ("Every row at full precision: [quant-digits-vit.csv](quant-digits-vit.csv), "
+            "[quant-digits-vit.json](quant-digits-vit.json).") in board
+    rows = quant_table(board)
+    assert [(r["quant"], r["mode"], r["Δ acc (pp)"]) for r in rows] == [
+        ("none", "float", "—"), ("int8-wo", "PTQ", "+0.00 ± 1.00"), ("int4-g32", "QAT", "-6.00")]
+    records = json.loads(files["quant-digits-vit.json"], parse_constant=pytest.fail)  # no NaN
+    csv_rows = list(csv.DictReader(files["quant-digits-vit.csv"].decode().splitlines()))
+    assert len(records) == len(csv_rows) == len(rows)
+    for record, row, csv_row in zip(records, rows, csv_rows):
+        assert (record["protocol_id"], record["dataset"], record["arch"]) == (pid, "digits", "vit")
+        assert (record["act"], record["init"], record["quant"], record["mode"]) == (
+            row["act"], row["init"], row["quant"], row["mode"])
+        assert row["test acc (%)"] == f"{record['mean']:.2f} ± " + (
+            "—" if record["std"] is None else f"{record['std']:.2f}")
+        assert row["bits / weight"] == f"{record['bits_per_weight']:.3f}"
+        assert row["model size (KiB)"] == f"{record['model_size_kib']:.1f}"
+        assert row["n seeds"] == str(record["n"]) == str(len(record["seeds"]))
+        for key, value in record.items():  # the CSV is the JSON, cell by cell
+            if isinstance(value, float):
+                assert float(csv_row[key]) == value  # full precision: round-trips exactly
+            elif isinstance(value, list):
+                assert csv_row[key] == " ".join(map(str, value))
+            else:
+                assert csv_row[key] == ("" if value is None else str(value))
+    float_row, ptq, qat = records
+    assert float_row["diff_vs_float"] is None and float_row["bits_per_weight"] == 32.0
+    assert float_row["model_size_kib"] == 8.0 and float_row["mean"] == pytest.approx(92.0)
+    # PTQ: the paired differences -0, -1, +1 points: mean 0, s = 1, 95% CI 0 ± 4.3027 / sqrt(3)
+    assert ptq["diff_vs_float"] == pytest.approx(0.0, abs=1e-12) and ptq["pairs"] == 3
+    assert ptq["diff_std"] == pytest.approx(1.0)
+    assert (ptq["diff_ci95_low"], ptq["diff_ci95_high"]) == pytest.approx((-2.4841377, 2.4841377))
+    assert ptq["mean"] == pytest.approx(92.0) and ptq["std"] == pytest.approx(math.sqrt(7))
+    # QAT: its mean (86) minus the float runs' mean (92); no pairs, no spread of the difference
+    assert qat["diff_vs_float"] == pytest.approx(-6.0) and qat["pairs"] is None
+    assert qat["diff_std"] is None and qat["diff_ci95_low"] is None and qat["seeds"] == [0, 1]
+    (plot,) = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", board)
+    assert plot == f"quant-digits-vit/{pid}.png" and valid_png(tmp_path / "boards" / plot)
+
+
+def test_the_quant_boards_files_are_the_same_bytes_on_every_render(tmp_path):
+    first = render_quant(tmp_path, QUANT_RUNS, "first")
+    again = render_quant(tmp_path, QUANT_RUNS[::-1], "again")
+    assert any(name.startswith("quant-") and name.endswith(".png") for name in first)
+    assert first == again
 
 
 def test_qat_trains_and_its_checkpoint_evaluates_to_the_stored_result(tmp_path, capsys):

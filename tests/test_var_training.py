@@ -4,8 +4,10 @@ other model, and ends with generation metrics, a speed comparison and a sample g
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -214,6 +216,46 @@ def test_the_generation_board_has_a_row_per_arch_and_act_with_a_sample_grid(runs
     assert (tmp_path / "boards" / grid).is_file()
 
 
+def test_the_generation_board_has_csv_json_and_a_linked_fid_plot_per_section(runs, tmp_path):
+    from PIL import Image
+
+    with ResultsStore(runs / "results.sqlite") as store:
+        paths = render_leaderboards(store, tmp_path / "boards")
+    boards = tmp_path / "boards"
+    text = (boards / "var-digits.md").read_text()
+    assert {boards / "var-digits.csv", boards / "var-digits.json"} <= set(paths)
+    assert ("Every row at full precision: [var-digits.csv](var-digits.csv), "
+            "[var-digits.json](var-digits.json).") in text
+    # one record per table row, in table order, with the row's numbers at full precision
+    header = next(line for line in text.splitlines() if line.startswith("| act |"))
+    columns = header.strip("| ").split(" | ")
+    rows = [dict(zip(columns, line.strip("| ").split(" | "))) for line in text.splitlines()
+            if line.startswith("| ") and "<img" in line]
+    records = json.loads((boards / "var-digits.json").read_text(), parse_constant=pytest.fail)
+    csv_rows = list(csv.DictReader((boards / "var-digits.csv").read_text().splitlines()))
+    assert len(records) == len(rows) == len(csv_rows) == 2  # var gelu, rar gelu
+    for record, row, csv_row in zip(records, rows, csv_rows):
+        assert row["act"] == record["act"] and row["n seeds"] == str(record["n"])
+        std = "—" if record["fid_std"] is None else f"{record['fid_std']:.2f}"
+        assert row["FID ↓"] == f"{record['fid_mean']:.2f} ± {std}"
+        assert row["precision"].startswith(f"{record['precision_mean']:.3f} ± ")
+        assert row["class consistency (%)"].startswith(f"{record['class_consistency_mean']:.2f}")
+        assert row["test token loss"].startswith(f"{record['test_loss_mean']:.4f} ± ")
+        assert f'src="{record["samples"]}"' in row["samples"]
+        assert row["speedup"] == ("—" if record["speedup"] is None
+                                  else f"{record['speedup']:.2f}×")
+        assert float(csv_row["fid_mean"]) == record["fid_mean"]
+    var = next(record for record in records if record["arch"] == "var")
+    assert var["n"] == 2 and var["fid_ci95_low"] < var["fid_mean"] < var["fid_ci95_high"]
+    # a plot per (arch, protocol) section, linked from it, beside the sample grids
+    plots = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", text)
+    assert len(plots) == 2 and all(re.fullmatch(r"var-digits/(var|rar)-\w+\.png", p) for p in plots)
+    for plot in plots:
+        assert boards / plot in paths
+        with Image.open(boards / plot) as image:
+            assert image.format == "PNG"
+
+
 def test_the_generation_board_depends_on_the_database_alone(runs, tmp_path):
     database = tmp_path / "results.sqlite"
     shutil.copyfile(runs / "results.sqlite", database)
@@ -227,8 +269,9 @@ def test_the_generation_board_depends_on_the_database_alone(runs, tmp_path):
     finally:
         shutil.move(str(moved), str(runs))
     assert [p.name for p in first] == [p.name for p in second]
+    assert any(p.suffix == ".png" for p in first)  # the FID plots: drawn from the database too
     for a, b in zip(first, second):
-        assert a.read_text() == b.read_text()
+        assert a.read_bytes() == b.read_bytes()
 
 
 def test_a_generator_trains_on_the_device_it_is_given():

@@ -5,23 +5,28 @@ space of zoo's classifier for the data set, class consistency, the test token lo
 speed against the raster-order baseline of the same size (measured in the same process), and the
 sample grid of the row's lowest seed. Grids are copied from the runs' `samples.png` into
 `<leaderboards>/var-<dataset>/` when the run folders are at hand; the markdown only names them,
-so it depends on the database alone.
+so it depends on the database alone. Beside the board: its rows as CSV and JSON, and one plot
+per section (FID with its 95% CI per row) in the same folder as the grids.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import statistics
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.harness.atomic import atomic_write
-from zoo.harness.leaderboard import (DASH, GENERATED_NOTE, _cell, _group, _metric_values,
-                                     _not_completed_block, _protocol_block, _variant,
-                                     format_count, format_list, format_mean, format_mean_std)
+from zoo.harness.board_files import GEN_COLUMNS, files_line, gen_records, text_files
+from zoo.harness.gen_rows import GenRow, GenSection, gen_sections
+from zoo.harness.leaderboard import (DASH, GENERATED_NOTE, _cell, _group, _not_completed_block,
+                                     _protocol_block, format_count, format_list,
+                                     format_mean, format_mean_std)
 from zoo.harness.results import RunRecord, is_ptq
+
+if TYPE_CHECKING:
+    from zoo.harness.board_plots import Plot
 
 GEN_NOTE = (
     "FID, precision and recall (k = 3, Kynkäänniemi et al. 2019) are computed in the penultimate "
@@ -52,44 +57,69 @@ def board_name(dataset: str) -> str:
     return "var-" + re.sub(r"[^A-Za-z0-9._-]+", "_", dataset) + ".md"
 
 
-def grid_name(dataset: str, run: RunRecord) -> str:
+def board_stem(dataset: str) -> str:
+    """`var-<dataset>`: the board's name without `.md`, shared by its CSV, JSON and the folder of
+    its plots and sample grids."""
+    return board_name(dataset)[:-3]
+
+
+def grid_name(dataset: str, run_id: str) -> str:
     """Where a run's sample grid goes, relative to the leaderboard folder."""
-    return f"{board_name(dataset)[:-3]}/{run.run_id}.png"
+    return f"{board_stem(dataset)}/{run_id}.png"
 
 
-def generation_boards(runs: Iterable[RunRecord]) -> tuple[dict[str, str], dict[str, Path]]:
-    """({file name: markdown}, {grid file name: the run's samples.png}) for every data set with
-    completed generator runs."""
+def plot_name(section: GenSection) -> str:
+    """`var-<dataset>/<arch>-<protocol id>.png`; never a grid's name (run ids end in a seed and
+    a hash)."""
+    return f"{board_stem(section.dataset)}/{section.arch}-{section.pid}.png"
+
+
+def generation_boards(runs: Iterable[RunRecord]
+                      ) -> tuple[dict[str, str], dict[str, Path], dict[str, Plot]]:
+    """({file name: text}, {grid file name: the run's samples.png}, {plot file name: plot}) for
+    every data set with completed generator runs: `var-<dataset>.md`, its `.csv` and `.json`,
+    and one plot per section, all drawn from the same `gen_rows` sections."""
+    from zoo.harness.board_plots import write_generation_png
+
     runs = [run for run in runs if is_generator(run) and run.status != "running"]
-    pages, grids = {}, {}
+    pages: dict[str, str] = {}
+    grids: dict[str, Path] = {}
+    plots: dict[str, Plot] = {}
     for dataset, board_runs in sorted(_group(runs, lambda run: run.dataset).items()):
         if not any(run.status == "completed" for run in board_runs):
             continue
-        pages[board_name(dataset)] = generation_markdown(dataset, board_runs)
-        for run in _grid_runs(board_runs):
-            grids[grid_name(dataset, run)] = Path(run.run_dir) / "samples.png"
-    return pages, grids
+        sections = gen_sections(dataset, board_runs)
+        pages.update(text_files(board_stem(dataset), generation_markdown(dataset, sections),
+                                gen_records(sections), GEN_COLUMNS))
+        plots.update({plot_name(section): (write_generation_png, section)
+                      for section in sections if section.rows})
+        by_id = {run.run_id: run for run in board_runs}
+        for row in (row for section in sections for row in section.rows):
+            grids[grid_name(dataset, row.grid_run_id)] = \
+                Path(by_id[row.grid_run_id].run_dir) / "samples.png"
+    return pages, grids, plots
 
 
-def generation_markdown(dataset: str, runs: list[RunRecord]) -> str:
-    lines = [f"# {dataset} / image generation", "", GENERATED_NOTE, "", GEN_NOTE]
-    sections = _group(runs, lambda run: (run.arch, run.protocol_id))
-    for (arch, pid), section in sorted(sections.items()):
-        lines += ["", *_section(dataset, arch, pid, sorted(section, key=lambda r: r.run_id))]
+def generation_markdown(dataset: str, sections: list[GenSection]) -> str:
+    lines = [f"# {dataset} / image generation", "", GENERATED_NOTE, "", GEN_NOTE, "",
+             files_line(board_stem(dataset))]
+    for section in sections:
+        lines += ["", *_section(section)]
     return "\n".join(lines) + "\n"
 
 
-def _section(dataset: str, arch: str, pid: str, runs: list[RunRecord]) -> list[str]:
-    completed = [run for run in runs if run.status == "completed"]
-    lines = [f"## {arch}, protocol `{pid}`", ""]
-    lines += _protocol_block(dataset, runs, completed)
+def _section(section: GenSection) -> list[str]:
+    runs, completed = list(section.runs), section.completed
+    lines = [f"## {section.arch}, protocol `{section.pid}`", ""]
+    lines += _protocol_block(section.dataset, runs, completed)
     lines += _dependencies_block(completed)
     lines.append("")
-    if completed:
-        rows = [_row(dataset, variant, group) for variant, group in
-                _group(completed, _variant).items()]
+    if section.rows:
         lines.append(TABLE_HEADER)
-        lines += [row for _, row in sorted(rows)]
+        lines += [_table_row(section.dataset, row) for row in section.rows]
+        alt = (f"{section.dataset} / {section.arch}, protocol {section.name or section.pid}: FID "
+               f"per variant with 95% CIs")
+        lines += ["", f"![{alt}]({plot_name(section)})"]
     else:
         lines.append("No run of this protocol completed.")
     lines += _not_completed_block(runs)
@@ -137,45 +167,26 @@ def _feature_net_text(p: dict[str, Any]) -> str:
             f"{str(net.get('sha256'))[:12]})")
 
 
-def _grid_runs(runs: list[RunRecord]) -> list[RunRecord]:
-    """The lowest seed of every (arch, protocol, variant): the run whose grid a row shows."""
-    completed = [run for run in runs if run.status == "completed"]
-    groups = _group(completed, lambda run: (run.arch, run.protocol_id, _variant(run)))
-    return [min(group, key=lambda run: (run.seed, run.run_id)) for group in groups.values()]
-
-
-def _row(dataset: str, variant: tuple[str, str, str], runs: list[RunRecord]) -> tuple[Any, str]:
-    """(sort key, markdown row): lowest mean FID first."""
-    fid = _metric_values(runs, "fid")
-    grid = min(runs, key=lambda run: (run.seed, run.run_id))
+def _table_row(dataset: str, row: GenRow) -> str:
+    # the raster baseline's own row has no speedup: it was timed against itself
+    speed = ([format_mean(row.raster_images_per_s), format_mean(row.speedup, digits=2) + "×"]
+             if row.speedup else [DASH, DASH])
     cells = [
-        *(_cell(name) for name in variant),
-        format_mean_std(fid, scale=1.0, digits=2),
-        format_mean_std(_metric_values(runs, "precision"), scale=1.0, digits=3),
-        format_mean_std(_metric_values(runs, "recall"), scale=1.0, digits=3),
-        format_mean_std(_metric_values(runs, "class_consistency")),
-        format_mean_std(_metric_values(runs, "test_loss"), scale=1.0, digits=4),
-        str(len(runs)),
-        format_count(_metric_values(runs, "params")),
-        format_mean(_metric_values(runs, "images_per_s")),
-        *_baseline_speed(runs),
+        *(_cell(name) for name in row.variant),
+        format_mean_std(row.fid, scale=1.0, digits=2),
+        format_mean_std(row.precision, scale=1.0, digits=3),
+        format_mean_std(row.recall, scale=1.0, digits=3),
+        format_mean_std(row.class_consistency, scale=1.0),
+        format_mean_std(row.test_loss, scale=1.0, digits=4),
+        str(row.n),
+        format_count(row.params),
+        format_mean(row.images_per_s),
+        *speed,
         # HTML for a display width: digits' grids are 91 pixels wide
-        f'<img src="{grid_name(dataset, grid)}" alt="{_cell(variant[0])} samples" width="240">',
+        f'<img src="{grid_name(dataset, row.grid_run_id)}" alt="{_cell(row.variant[0])} samples" '
+        f'width="240">',
     ]
-    sort_key = (0, statistics.mean(fid), variant) if fid else (1, 0.0, variant)
-    return sort_key, "| " + " | ".join(cells) + " |"
-
-
-def _baseline_speed(runs: list[RunRecord]) -> list[str]:
-    """Raster images/s and the speedup; — for the baseline itself (it was timed against
-    itself)."""
-    from zoo.harness.gen_task import BASELINE_ARCH
-
-    speedup = _metric_values(runs, "speedup_vs_raster")
-    if runs[0].arch == BASELINE_ARCH or not speedup:
-        return [DASH, DASH]
-    return [format_mean(_metric_values(runs, "raster_images_per_s")),
-            format_mean(speedup, digits=2) + "×"]
+    return "| " + " | ".join(cells) + " |"
 
 
 def copy_grids(grids: dict[str, Path], out_dir: Path) -> list[str]:

@@ -3,17 +3,24 @@
 One section per training protocol. Within it, for every (activation, init) with quantized
 results: the float model's row, then one row per format evaluated after training (PTQ, from
 `zoo eval --quant` / `zoo quant-sweep`) and per format trained with (QAT, `zoo train --qat`).
+The rows are computed once (`quant_rows`); the markdown here, the CSV and JSON beside it
+(`board_files`) and the plot of each section (`board_plots`) are all drawn from them.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from zoo.harness.leaderboard import (DASH, GENERATED_NOTE, _cell, _churn, _group, _metric_values,
-                                     _protocol_block, _variant, format_mean, format_mean_std,
-                                     format_percent, leaderboard_filename)
-from zoo.harness.results import RunRecord, is_ptq
+from zoo.harness.board_files import (QUANT_COLUMNS, files_line, quant_records,
+                                     text_files)
+from zoo.harness.leaderboard import (DASH, GENERATED_NOTE, _cell, _group, _protocol_block,
+                                     board_stem, format_mean, format_mean_std)
+from zoo.harness.quant_rows import QuantRow, QuantSection, quant_sections
+from zoo.harness.results import RunRecord
+
+if TYPE_CHECKING:
+    from zoo.harness.board_plots import Plot
 
 QUANT_NOTE = (
     "PTQ rows quantize each seed's trained float model and evaluate it on the test split in the "
@@ -28,24 +35,48 @@ QUANT_NOTE = (
 )
 
 
-def quant_boards(runs: Iterable[RunRecord], predictions: Mapping[str, list[int]]) -> dict[str, str]:
-    """{file name: markdown} for every (dataset, arch) with PTQ or QAT results."""
+def quant_files(runs: Iterable[RunRecord], predictions: Mapping[str, list[int]]
+                ) -> tuple[dict[str, str], dict[str, Plot]]:
+    """({file name: text}, {plot file name: plot}) for every (dataset, arch) with PTQ or QAT
+    results: `quant-<dataset>-<arch>.md`, its `.csv` and `.json`, and one plot per protocol in
+    `quant-<dataset>-<arch>/`, all drawn from the same `quant_rows` sections."""
+    from zoo.harness.board_plots import write_quant_png
+
     runs = [run for run in runs if run.status == "completed"]
+    pages: dict[str, str] = {}
+    plots: dict[str, Plot] = {}
     boards = _group(runs, lambda run: (run.dataset, run.arch))
-    pages = {}
     for (dataset, arch), board_runs in sorted(boards.items()):
-        if any(_mode(run) != "float" for run in board_runs):
-            pages["quant-" + leaderboard_filename(dataset, arch)] = quant_markdown(
-                dataset, arch, board_runs, predictions)
-    return pages
+        sections = quant_sections(dataset, arch, board_runs, predictions)
+        if not sections:
+            continue
+        pages.update(text_files(quant_stem(dataset, arch), quant_markdown(dataset, arch, sections),
+                                quant_records(sections), QUANT_COLUMNS))
+        plots.update({plot_name(section): (write_quant_png, section) for section in sections})
+    return pages, plots
 
 
-def quant_markdown(dataset: str, arch: str, runs: list[RunRecord],
-                   predictions: Mapping[str, list[int]]) -> str:
-    lines = [f"# Quantization: {dataset} / {arch}", "", GENERATED_NOTE, "", QUANT_NOTE]
-    for pid, protocol_runs in sorted(_group(runs, lambda run: run.protocol_id).items()):
-        if any(_mode(run) != "float" for run in protocol_runs):
-            lines += ["", *_section(dataset, pid, protocol_runs, predictions)]
+def quant_boards(runs: Iterable[RunRecord], predictions: Mapping[str, list[int]]) -> dict[str, str]:
+    """{file name: text} of every quant board and its CSV and JSON (the plots aside)."""
+    return quant_files(runs, predictions)[0]
+
+
+def quant_stem(dataset: str, arch: str) -> str:
+    """`quant-<dataset>-<arch>`: the board's name without `.md`, shared by its CSV, JSON and
+    plot folder."""
+    return "quant-" + board_stem(dataset, arch)
+
+
+def plot_name(section: QuantSection) -> str:
+    """`quant-<dataset>-<arch>/<protocol id>.png`, relative to the leaderboard folder."""
+    return f"{quant_stem(section.dataset, section.arch)}/{section.pid}.png"
+
+
+def quant_markdown(dataset: str, arch: str, sections: list[QuantSection]) -> str:
+    lines = [f"# Quantization: {dataset} / {arch}", "", GENERATED_NOTE, "", QUANT_NOTE, "",
+             files_line(quant_stem(dataset, arch))]
+    for section in sections:
+        lines += ["", *_section(section)]
     return "\n".join(lines) + "\n"
 
 
@@ -59,59 +90,33 @@ def _signed(text: str) -> str:
     return f"{mean if mean.startswith('-') else '+' + mean} {rest}"
 
 
-def _mode(run: RunRecord) -> str:
-    if is_ptq(run):
-        return "PTQ"
-    return "QAT" if (run.config.get("config") or {}).get("qat") else "float"
-
-
-def _section(dataset: str, pid: str, runs: list[RunRecord],
-             predictions: Mapping[str, list[int]]) -> list[str]:
-    cells = _group(runs, lambda run: _variant(run)[:2])  # (act, init) -> runs
-    # only the (act, init) pairs that were quantized: their float runs are the baselines
-    runs = sorted((run for cell in cells.values() if any(_mode(r) != "float" for r in cell)
-                   for run in cell), key=lambda run: run.run_id)
-    language = any("test_bpb" in run.metrics for run in runs)
-    metric, unit, delta_unit, scale, digits = (
-        ("test_bpb", "test bpb", "Δ bpb", 1.0, 4) if language else
-        ("test_acc", "test acc (%)", "Δ acc (pp)", 100.0, 2))
-    lines = [f"## Protocol `{pid}`", ""]
-    lines += _protocol_block(dataset, runs, runs)
-    calibrations = sorted({run.config.get("calibration") for run in runs if is_ptq(run)} - {None})
-    if calibrations:
-        lines.append(f"- **PTQ calibration:** {'; '.join(calibrations)}")
+def _section(section: QuantSection) -> list[str]:
+    unit, delta_unit = (("test bpb", "Δ bpb") if section.language else
+                        ("test acc (%)", "Δ acc (pp)"))
+    runs = list(section.runs)
+    lines = [f"## Protocol `{section.pid}`", ""]
+    lines += _protocol_block(section.dataset, runs, runs)
+    if section.calibrations:
+        lines.append(f"- **PTQ calibration:** {'; '.join(section.calibrations)}")
     lines += ["", f"| act | init | quant | mode | {unit} | {delta_unit} | churn (%) | bits / weight "
                   f"| model size (KiB) | n seeds |",
               "|:---|:---|:---|:---|---:|---:|---:|---:|---:|---:|"]
-    for (act, init), cell_runs in sorted(_group(runs, lambda run: _variant(run)[:2]).items()):
-        floats = [run for run in cell_runs if _mode(run) == "float" and run.quant == "none"]
-        float_mean = statistics.mean(_metric_values(floats, metric)) if floats else None
-        rows = []
-        for (quant, mode), group in _group(cell_runs, lambda r: (_variant(r)[2], _mode(r))).items():
-            values = _metric_values(group, metric)
-            if mode == "PTQ":
-                delta = [run.metrics[metric] - run.metrics[f"float_{metric}"] for run in group
-                         if f"float_{metric}" in run.metrics]
-                delta_text = _signed(format_mean_std(delta, scale=scale, digits=digits))
-            elif mode == "QAT" and float_mean is not None and values:
-                delta_text = f"{(statistics.mean(values) - float_mean) * scale:+.{digits}f}"
-            else:
-                delta_text = DASH
-            if mode == "float":  # float32; the size PTQ measured includes buffers (BatchNorm's)
-                measured = _metric_values(cell_runs, "float_bytes")
-                bits = [32.0]
-                size = [b / 1024 for b in measured] if measured else \
-                    [4 * p / 1024 for p in _metric_values(group, "params")]
-            else:
-                bits = _metric_values(group, "bits_per_weight")
-                size = [b / 1024 for b in _metric_values(group, "model_bytes")]
-            row = [_cell(act), _cell(init), _cell(quant), mode,
-                   format_mean_std(values, scale=scale, digits=digits), delta_text,
-                   format_percent(_churn(group, predictions)),
-                   format_mean(bits, digits=3), format_mean(size, digits=1), str(len(group))]
-            best = statistics.mean(values) if values else float("inf")
-            order = ({"float": 0, "PTQ": 1, "QAT": 2}[mode], best if language else -best, quant)
-            rows.append((order, "| " + " | ".join(row) + " |"))
-        lines += [row for _, row in sorted(rows)]
+    lines += [_table_row(row, section.digits) for row in section.rows]
+    alt = (f"{section.dataset} / {section.arch}, protocol {section.pid}: mean difference to "
+           f"float per format")
+    lines += ["", f"![{alt}]({plot_name(section)})"]
     return lines
 
+
+def _table_row(row: QuantRow, digits: int) -> str:
+    if row.mode == "PTQ":
+        delta = _signed(format_mean_std(row.deltas, scale=1.0, digits=digits))
+    elif row.mode == "QAT" and row.diff is not None:
+        delta = f"{row.diff:+.{digits}f}"
+    else:
+        delta = DASH
+    cells = [_cell(row.act), _cell(row.init), _cell(row.quant), row.mode,
+             format_mean_std(row.values, scale=1.0, digits=digits), delta,
+             DASH if row.churn is None else f"{row.churn:.2f}",
+             format_mean(row.bits, digits=3), format_mean(row.size_kib, digits=1), str(row.n)]
+    return "| " + " | ".join(cells) + " |"
