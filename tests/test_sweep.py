@@ -286,3 +286,10 @@ def test_every_architecture_has_a_valid_quick_budget_on_every_data_set_it_takes(
             if ("text" in ARCHS.get(arch).tags) == ("text" in DATASETS.get(dataset).tags):
                 TrainConfig.for_arch(arch, **quick.overrides(arch, dataset))  # raises if invalid
     assert quick.overrides("kat", "digits") == quick.overrides("vit", "digits")
+
+
+def test_a_protocol_that_is_the_recipe_is_named_full_even_where_quick_equals_it():
+    from zoo.harness.config import TrainConfig
+
+    config = TrainConfig.for_arch("gpt2", **get_protocol("quick").overrides("gpt2", "shakespeare"))
+    assert protocol_name_for(protocol_id(config.protocol()), "gpt2", "shakespeare") == "full"

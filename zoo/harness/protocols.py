@@ -88,11 +88,17 @@ register_protocol(Protocol(
 
 
 def protocol_name_for(protocol_id: str, arch: str, dataset: str) -> str | None:
-    """The named protocol whose budget for (arch, dataset) hashes to `protocol_id`, if any."""
+    """The named protocol whose budget for (arch, dataset) hashes to `protocol_id`, if any.
+    Where several do (quick leaves gpt2 its recipe), the one that is the recipe, `full`, wins."""
     from zoo.harness.config import TrainConfig
     from zoo.harness.results import protocol_id as hash_protocol
 
-    for protocol in PROTOCOLS.values():
+    def preference(protocol: Protocol) -> tuple[bool, bool]:
+        changes_it_here = protocol.describe(arch, dataset) != "the recipe"
+        recipe_everywhere = not any(protocol.budgets.values())
+        return changes_it_here, not recipe_everywhere
+
+    for protocol in sorted(PROTOCOLS.values(), key=preference):
         try:
             config = TrainConfig.for_arch(arch, **protocol.overrides(arch, dataset))
         except ZooError:
