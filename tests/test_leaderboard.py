@@ -409,17 +409,17 @@ def test_a_named_protocols_own_baseline_is_used(tmp_path, monkeypatch):
 
     from zoo.harness.protocols import PROTOCOLS
 
-    relu_first = replace(PROTOCOLS["quick"], baseline={"act": "relu", "init": "default",
+    relu_first = replace(PROTOCOLS["smoke"], baseline={"act": "relu", "init": "default",
                                                        "quant": "none"})
-    monkeypatch.setitem(PROTOCOLS, "quick", relu_first)
-    quick = named_protocol("quick", "vit", "mnist")
+    monkeypatch.setitem(PROTOCOLS, "smoke", relu_first)
+    smoke = named_protocol("smoke", "vit", "mnist")
     runs = [make_run(f"{r.run_id}", act=r.act, seed=r.seed, acc=r.metrics["test_acc"],
-                     protocol=quick, arch="vit", dataset="mnist") for r in STATS_RUNS]
+                     protocol=smoke, arch="vit", dataset="mnist") for r in STATS_RUNS]
     markdown = render_one(tmp_path, runs)
     rows = by_act(markdown)
     assert rows["relu"]["Δ vs baseline (pp)"] == "baseline"
     assert rows["gelu"]["Δ vs baseline (pp)"] == "-4.00" and rows["gelu"]["p (Welch)"] == "0.055"
-    assert "- **Baseline:** relu / default / none (the `quick` protocol's baseline)" in markdown
+    assert "- **Baseline:** relu / default / none (the `smoke` protocol's baseline)" in markdown
 
 
 def test_rows_with_fewer_than_three_seeds_are_marked_and_explained(tmp_path):
@@ -468,9 +468,10 @@ def test_a_complete_standard_grid_is_said_to_be_complete(tmp_path):
 
 
 def test_only_a_named_protocol_with_this_data_set_and_arch_in_its_grid_lists_gaps(tmp_path):
-    quick = named_protocol("quick", "vit", "mnist")  # named, but mnist is not a grid data set
-    markdown = render_one(tmp_path, [make_run("a", protocol=quick, arch="vit", dataset="mnist")])
-    assert f"## Protocol `quick` (`{protocol_id(quick)}`)" in markdown
+    # smoke changes every recipe, so it is named; but mnist is not a data set of its grid
+    smoke = named_protocol("smoke", "vit", "mnist")
+    markdown = render_one(tmp_path, [make_run("a", protocol=smoke, arch="vit", dataset="mnist")])
+    assert f"## Protocol `smoke` (`{protocol_id(smoke)}`)" in markdown
     assert "Missing from the standard grid" not in markdown
     assert "Missing from the standard grid" not in render_one(tmp_path / "other", GOLDEN_RUNS)
 
