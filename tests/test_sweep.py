@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import io
 import json
 import os
 import signal
@@ -9,8 +11,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from rich.console import Console
 
 from zoo.cli import main
 from zoo.errors import ZooError
@@ -18,7 +22,7 @@ from zoo.harness.executors import JobResult
 from zoo.harness.protocols import PROTOCOLS, get_protocol, protocol_name_for
 from zoo.harness.results import ResultsStore, protocol_id
 from zoo.harness.sweep import Grid, plan
-from zoo.harness.sweep_runner import SweepState
+from zoo.harness.sweep_runner import SweepDisplay, SweepState, run_jobs
 from zoo.registry import ACTS
 
 SMOKE = ["sweep", "--protocol", "smoke", "--archs", "vit", "--datasets", "digits",
@@ -245,6 +249,31 @@ def test_the_live_summary_counts_runs_and_estimates_the_time_left():
     line = state.headline(slots=2)
     assert "4/10 done (2 stored earlier)" in line and "2 running" in line
     assert "3 queued" in line and "1 failed" in line and "ETA" in line
+
+
+class _InstantExecutor:
+    """Two slots; a run finishes as soon as it is submitted, so the log shows every refill."""
+    slots = 2
+
+    def submit(self, job):
+        future = cf.Future()
+        future.set_result(JobResult(job.run_id, "completed", 1.0))
+        return future
+
+    def shutdown(self, cancel=False):
+        pass
+
+
+def test_the_log_counts_runs_in_flight_after_the_freed_slot_is_refilled():
+    jobs = [SimpleNamespace(run_id=f"run-{i}") for i in range(5)]
+    state = SweepState(total=5, skipped=0)
+    console = Console(file=io.StringIO(), force_terminal=False, width=200)
+    with SweepDisplay(state, slots=2, console=console) as display:
+        run_jobs(jobs, _InstantExecutor(), state, display)
+    headlines = [line for line in console.file.getvalue().splitlines() if "running" in line]
+    # after the first two finish, the next two are already in flight; then the last one alone
+    assert [line.split(" · ")[1] for line in headlines] == ["2 running", "1 running", "0 running"]
+    assert headlines[-1].startswith("  5/5 done")
 
 
 def test_the_plan_skips_completed_and_diverged_runs(tmp_path):

@@ -73,6 +73,7 @@ class SweepDisplay:
             self.console.soft_wrap = True
         self.live = Live(self._render(), console=self.console, refresh_per_second=2,
                          transient=False) if self.console.is_terminal else None
+        self._headline_due = False  # log mode: a run finished since the last headline
 
     def __enter__(self) -> "SweepDisplay":
         if self.live:
@@ -89,11 +90,17 @@ class SweepDisplay:
         if self.live:
             self.live.console.print(line, highlight=False)
         else:
-            self.console.print(f"{line}\n  {self.state.headline(self.slots)}", highlight=False)
+            self.console.print(line, highlight=False)
+            self._headline_due = True
 
     def refresh(self) -> None:
+        """Called once the freed slots are refilled, so "running" counts the runs really in
+        flight rather than the moment between one run ending and the next starting."""
         if self.live:
             self.live.update(self._render())
+        elif self._headline_due:
+            self.console.print(f"  {self.state.headline(self.slots)}", highlight=False)
+            self._headline_due = False
 
     def _render(self):
         table = Table(box=None, show_header=False, pad_edge=False)
@@ -110,12 +117,16 @@ def run_jobs(jobs: list[Job], executor, state: SweepState, display: SweepDisplay
     their checkpoints when the sweep is run again."""
     queue = list(jobs)
     in_flight: dict[cf.Future, Job] = {}
+
+    def fill_free_slots() -> None:
+        while queue and len(in_flight) < executor.slots:
+            job = queue.pop(0)
+            in_flight[executor.submit(job)] = job
+            state.running[job.run_id] = time.monotonic()
+
     try:
-        while queue or in_flight:
-            while queue and len(in_flight) < executor.slots:
-                job = queue.pop(0)
-                in_flight[executor.submit(job)] = job
-                state.running[job.run_id] = time.monotonic()
+        fill_free_slots()
+        while in_flight:
             done, _ = cf.wait(in_flight, timeout=REFRESH_S, return_when=cf.FIRST_COMPLETED)
             broken = False
             for future in done:
@@ -136,6 +147,7 @@ def run_jobs(jobs: list[Job], executor, state: SweepState, display: SweepDisplay
             if broken and make_executor is not None:
                 executor.shutdown(cancel=True)
                 executor = make_executor()
+            fill_free_slots()
             display.refresh()
     except KeyboardInterrupt:
         executor.shutdown(cancel=True)
