@@ -114,9 +114,12 @@ def _curves(ax, section: Section) -> None:
                                                   "pink", "gray", "olive", "cyan")])
     for row in chosen:
         epochs, values = zip(*row.curve)
-        style = {"color": "black", "linewidth": 2.2} if row.is_baseline else {"linewidth": 1.2}
+        # drawn on top: a variant that tracks the baseline would otherwise hide it
+        style = ({"color": "black", "linewidth": 2.2, "zorder": 3} if row.is_baseline
+                 else {"linewidth": 1.2})
         ax.plot(epochs, values, label=label(row), **style)
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # no tick at epoch 1.2
     ax.grid(alpha=0.3)
     # below the axes: inside, the legend of nine variants would hide the curves' ends
     ax.legend(fontsize=7, title=note, title_fontsize=7, loc="upper center",
