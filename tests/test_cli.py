@@ -56,7 +56,7 @@ def test_info_prints_formula_paper_and_arxiv_id(capsys):
     (["train", "vitt"], ["unknown arch 'vitt'", "vit"]),
     (["train", "vit", "--init", "kaiminq"], ["unknown init", "kaiming"]),
     (["train", "vit", "--dataset", "digitz"], ["unknown dataset", "digits"]),
-    (["train", "vit", "--epochs", "-3"], ["--epochs must be positive, got -3"]),
+    (["train", "vit", "--epochs", "-3"], ["--epochs must be positive and finite, got -3"]),
     (["train", "vit", "--epochs", "three"], ["invalid int value: 'three'"]),
     (["train", "vit", "--batch-size", "0"], ["--batch-size must be positive"]),
     (["train", "vit", "--lr", "-1"], ["--lr must be positive"]),

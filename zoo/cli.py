@@ -74,10 +74,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="language models: steps between checkpoints and validation passes")
     p.add_argument("--epochs", type=int, help="epochs (default: the architecture's recipe)")
     p.add_argument("--batch-size", type=int, help="batch size (default: recipe)")
-    p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: recipe)")
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: recipe)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: recipe)")
+    p.add_argument("--weight-decay", type=float, help="weight decay (default: recipe)")
     p.add_argument("--warmup-epochs", type=float, help="linear warmup length (default: recipe)")
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"],
+                   help="adamw, or sgd with Nesterov momentum 0.9 (default: recipe)")
+    p.add_argument("--schedule", choices=["cosine", "linear"],
+                   help="decay after the warmup: cosine, or linear to 0 (default: recipe)")
+    p.add_argument("--aug-shift", type=int, metavar="N",
+                   help="image classifiers: random translations by up to N pixels (default: "
+                        "recipe; 0 = off)")
+    p.add_argument("--aug-flip", action=argparse.BooleanOptionalAction,
+                   help="image classifiers: random horizontal flips, on data sets where they "
+                        "keep the label (default: recipe)")
+    p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction,
+                   help="image classifiers: evaluate on each image and its mirror (default: "
+                        "recipe)")
+    p.add_argument("--lr-scale", type=float, metavar="X",
+                   help="train at X times the protocol's lr and stay in its comparison (what "
+                        "`zoo sweep --tune-lr` picks; default 1)")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="evaluate an exponential moving average of the weights with this decay "
+                        "(default: recipe; off)")
     p.add_argument("--train-subset", type=int, metavar="N",
                    help="train on the first N training examples only (quick checks)")
     p.add_argument("--eval-subset", type=int, metavar="N",
@@ -103,10 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     for key, what in (("archs", "architectures"), ("acts", "activations"),
                       ("inits", "initializations"), ("quants", "quantization formats (QAT)"),
                       ("datasets", "data sets")):
+        companion = (", and 'companion': each activation's paper init (siren for sine...)"
+                     if key == "inits" else "")
         p.add_argument(f"--{key}", metavar="A,B,...",
-                       help=f"comma-separated {what}, or 'all' (default: the protocol's grid)")
+                       help=f"comma-separated {what}, or 'all'{companion} (default: the "
+                            "protocol's grid" + (": default,companion)" if key == "inits" else ")"))
     p.add_argument("--seeds", metavar="N|A,B|A-B",
                    help="a count (3 = seeds 0,1,2), a list or a range (default: the protocol's)")
+    p.add_argument("--tune-lr", metavar="X,Y,...",
+                   help="pick a learning rate per variant: its first seed trains at each "
+                        "multiple of the protocol's lr (e.g. 0.5,1,2), the best validation "
+                        "score picks, and the other seeds train at the pick")
     _sweep_options(p)
     p.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
 
@@ -322,7 +348,10 @@ def cmd_train(args) -> int:
         seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, train_subset=args.train_subset,
-        eval_subset=args.eval_subset, act_params=_parse_params(args.act_param, "--act-param"),
+        eval_subset=args.eval_subset, optimizer=args.optimizer, schedule=args.schedule,
+        aug_shift=args.aug_shift, aug_flip=args.aug_flip, tta_flip=args.tta_flip, ema=args.ema,
+        lr_scale=args.lr_scale,
+        act_params=_parse_params(args.act_param, "--act-param"),
         init_params=_parse_options(args.init_param, "--init-param"),
         arch_params=_parse_options(args.arch_param, "--arch-param"),
         quant_params=_parse_options(args.quant_param, "--quant-param"), qat=args.qat,
@@ -358,6 +387,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from zoo.harness.lr_tuning import parse_scales
     from zoo.harness.sweep import Grid, run_sweep
 
     grid = Grid.from_toml(args.grid) if args.grid else Grid()
@@ -365,8 +395,9 @@ def cmd_sweep(args) -> int:
                        inits=args.inits, quants=args.quants, datasets=args.datasets,
                        seeds=args.seeds)
     plugins = [str(Path(p).resolve()) for p in args.plugin_before_command + args.plugin]
+    tune_lr = parse_scales(args.tune_lr) if args.tune_lr is not None else None
     state = run_sweep(grid, out=args.out, plugins=plugins, dry_run=args.dry_run,
-                      **_sweep_executor(args))
+                      tune_lr=tune_lr, **_sweep_executor(args))
     return _finish_sweep(state, args)
 
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from zoo.harness import board_stats
-from zoo.harness.leaderboard import _churn, _group, _is_language_model, _metric_values, _variant
+from zoo.harness.leaderboard import (_churn, _group, _is_language_model, _metric_values, _variant,
+                                     base_variant)
+from zoo.harness.lr_tuning import lr_scale, picks_from_runs
 from zoo.harness.results import RunRecord
+
 
 @dataclass(frozen=True)
 class Row:
@@ -36,6 +39,7 @@ class Row:
     val_bpb: tuple[float, ...]  # language models only: the ranking metric and perplexity
     test_ppl: tuple[float, ...]
     curve: tuple[tuple[int, float], ...]  # (epoch, validation metric), mean over seeds
+    lr_pick: float | None = None  # the lr multiple this row trained at, when it is a tuned pick
 
     @property
     def n(self) -> int:
@@ -53,6 +57,9 @@ class Section:
     rows: tuple[Row, ...]  # in table order
     runs: tuple[RunRecord, ...]  # every finished run of the section, by run id
     missing: tuple[str, ...] | None  # standard-grid gaps; None when not a standard grid
+    # lr tuning: (act / init / quant, picked multiple, ((multiple, first seed's validation
+    # score in display units or None if it diverged), ...)) per tuned variant
+    lr_tuning: tuple[tuple[str, float | None, tuple[tuple[float, float | None], ...]], ...] = ()
 
     @property
     def baseline_row(self) -> Row | None:
@@ -79,18 +86,31 @@ def build_section(dataset: str, arch: str, pid: str, runs: list[RunRecord],
     baseline = (base["act"], base["init"], base["quant"])
     language = _is_language_model(runs)
     completed = [run for run in runs if run.status == "completed"]
+    first_seed = protocol.seeds[0] if protocol else 0
+    picks = picks_from_runs((run for run in runs if run.seed == first_seed), base_variant,
+                            lr_scale)
     groups = _group(completed, lambda run: (_variant(run), is_submitted(run)))
     base_runs = groups.get((baseline, False), [])
     base_values = _values(base_runs, language)
-    rows = [_row(variant, submitted, group, language, (variant, submitted) == (baseline, False),
-                 base_values if base_runs else None, predictions)
-            for (variant, submitted), group in groups.items()]
+    rows = []
+    for (variant, submitted), group in groups.items():
+        tuned = picks.get(base_variant(group[0]))
+        scale = lr_scale(group[0])
+        if tuned is not None and scale != 1 and scale != tuned[0]:
+            continue  # a candidate the tuning did not pick: listed under the table
+        row = _row(variant, submitted, group, language, (variant, submitted) == (baseline, False),
+                   base_values if base_runs else None, predictions)
+        rows.append(replace(row, lr_pick=scale) if tuned and tuned[0] == scale else row)
     rows.sort(key=lambda row: _sort_key(row, language))
     missing = None
     if protocol is not None and arch in protocol.archs and dataset in protocol.datasets:
         missing = _missing(completed, baseline, protocol.seeds)
+    scale = 1.0 if language else 100.0
+    tuning = tuple((" / ".join(variant), picked,
+                    tuple((m, None if v is None else abs(v) * scale) for m, v in scored.items()))
+                   for variant, (picked, scored) in sorted(picks.items()))
     return Section(dataset, arch, pid, name, language, baseline, tuple(rows), tuple(runs),
-                   missing)
+                   missing, tuning)
 
 
 def _values(runs: list[RunRecord], language: bool) -> list[float]:

@@ -9,6 +9,13 @@ from typing import Any
 from zoo.errors import ZooError
 from zoo.harness.results import canonical_json
 from zoo.registry import ACTS, ARCHS, DATASETS, INITS, QUANTS
+from zoo.registry.datasets import DEFAULT_DATASET
+
+OPTIMIZERS = {"adamw": "adamw", "sgd": "sgd (nesterov, momentum 0.9)"}
+SCHEDULES = {"cosine": "linear warmup + cosine", "linear": "linear warmup + linear decay"}
+# Recipe fields that change neither run ids nor protocols while they have these values.
+RECIPE_DEFAULTS = {"optimizer": "adamw", "schedule": "cosine", "aug_shift": 0,
+                   "aug_flip": False, "ema": None, "tta_flip": False}
 
 # Training defaults when neither the flag nor the architecture's recipe gives one.
 FALLBACK_RECIPE = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.05,
@@ -21,7 +28,7 @@ class TrainConfig:
     act: str
     init: str = "default"
     quant: str = "none"
-    dataset: str = "digits"
+    dataset: str = DEFAULT_DATASET
     seed: int = 0
     epochs: int = 10
     batch_size: int = 64
@@ -46,13 +53,32 @@ class TrainConfig:
     # Quantization-aware training: the model trains with `quant` in its forward pass (fake
     # quantization, straight-through gradients). Left out of run ids when False.
     qat: bool = False
+    # The rest of the recipe (image classifiers). Each is left out of run ids and protocols
+    # while it has its default, so runs stored before it existed keep their ids.
+    optimizer: str = "adamw"  # or "sgd": Nesterov momentum 0.9
+    schedule: str = "cosine"  # linear warmup, then cosine decay; or "linear" decay to 0
+    aug_shift: int = 0  # random translations by up to N pixels (zero padding)
+    aug_flip: bool = False  # random horizontal flips (only on data sets tagged "hflip")
+    ema: float | None = None  # decay of an exponential moving average of the weights
+    tta_flip: bool = False  # evaluation averages the logits of the image and its mirror
+    # A learning rate picked for this variant (`zoo sweep --tune-lr`): the optimizer uses
+    # lr * lr_scale. Part of the run id but not of the protocol, so a tuned row is compared
+    # with the protocol's other rows. Left out of run ids while it is 1.
+    lr_scale: float = 1.0
 
     @classmethod
-    def for_arch(cls, arch: str, act: str | None = None, **overrides: Any) -> "TrainConfig":
-        """The architecture's recipe, with any non-None override on top."""
+    def for_arch(cls, arch: str, act: str | None = None, *, dataset_recipe: bool = True,
+                 **overrides: Any) -> "TrainConfig":
+        """The architecture's recipe, then its recipe for the data set (`dataset_recipes`,
+        unless `dataset_recipe` is False), with any non-None override on top."""
         entry = ARCHS.get(arch)
         recipe = {**FALLBACK_RECIPE, **entry.extra.get("recipe", {})}
         chosen = {k: v for k, v in overrides.items() if v is not None}
+        if dataset_recipe:
+            dataset = chosen.get("dataset", recipe.get("dataset", DEFAULT_DATASET))
+            for_dataset = entry.extra.get("dataset_recipes", {}).get(dataset, {})
+            recipe = {**recipe, **for_dataset, "arch_params": {
+                **recipe.get("arch_params", {}), **for_dataset.get("arch_params", {})}}
         if "arch_params" in chosen:  # options add to the recipe's (gpt2's size), not replace them
             chosen["arch_params"] = {**recipe.get("arch_params", {}), **chosen["arch_params"]}
         config = cls(arch=arch, act=act or entry.extra.get("default_act", "relu"),
@@ -95,6 +121,7 @@ class TrainConfig:
         _positive("epochs", self.epochs, integer=True)
         _positive("batch-size", self.batch_size, integer=True)
         _positive("lr", self.lr)
+        _positive("lr-scale", self.lr_scale)
         if self.train_subset is not None:
             _positive("train-subset", self.train_subset, integer=True)
         if self.eval_subset is not None:
@@ -109,9 +136,29 @@ class TrainConfig:
             raise ZooError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.seed < 0:
             raise ZooError(f"--seed must be >= 0, got {self.seed}")
+        self._validate_recipe(language_arch or "generator" in ARCHS.get(self.arch).tags)
         for flag in ("block_size", "steps_per_epoch"):
             if getattr(self, flag) is not None:
                 _positive(flag.replace("_", "-"), getattr(self, flag), integer=True)
+
+    def _validate_recipe(self, not_a_classifier: bool) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ZooError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got "
+                           f"{self.optimizer}")
+        if self.schedule not in SCHEDULES:
+            raise ZooError(f"--schedule must be one of {', '.join(SCHEDULES)}, got "
+                           f"{self.schedule}")
+        if int(self.aug_shift) != self.aug_shift or self.aug_shift < 0:
+            raise ZooError(f"--aug-shift must be a whole number >= 0, got {self.aug_shift}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ZooError(f"--ema must be a decay in (0, 1), got {self.ema}")
+        image_only = [flag for flag, on in (("--aug-shift", self.aug_shift), ("--aug-flip",
+                      self.aug_flip), ("--tta-flip", self.tta_flip)) if on]
+        if not_a_classifier and image_only:
+            raise ZooError(f"{', '.join(image_only)} are for image classifiers, not {self.arch}")
+        if (self.aug_flip or self.tta_flip) and "hflip" not in DATASETS.get(self.dataset).tags:
+            raise ZooError(f"horizontal flips can change what a {self.dataset} image shows (its "
+                           "entry is not tagged 'hflip'): drop --aug-flip / --tta-flip")
 
     def _validate_generator(self) -> None:
         """Image generators (VAR) name an image tokenizer (`zoo.harness.image_tokenizer`) and
@@ -133,8 +180,10 @@ class TrainConfig:
             "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
             "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
             "label_smoothing": self.label_smoothing, "train_subset": self.train_subset,
-            "optimizer": "adamw", "schedule": "linear warmup + cosine",
+            "optimizer": OPTIMIZERS[self.optimizer], "schedule": SCHEDULES[self.schedule],
             "arch_params": self.arch_params,
+            **{k: getattr(self, k) for k in RECIPE_DEFAULTS
+               if k not in ("optimizer", "schedule") and getattr(self, k) != RECIPE_DEFAULTS[k]},
             **({"eval_subset": self.eval_subset} if self.eval_subset is not None else {}),
             **{k: v for k, v in self._language_fields().items() if v is not None},
         }
@@ -150,6 +199,9 @@ class TrainConfig:
             unset.add("eval_subset")
         if not self.qat:
             unset.add("qat")
+        unset |= {k for k, default in RECIPE_DEFAULTS.items() if getattr(self, k) == default}
+        if self.lr_scale == 1:
+            unset.add("lr_scale")
         return {k: v for k, v in asdict(self).items() if k not in unset}
 
     def run_id(self) -> str:
@@ -162,5 +214,5 @@ class TrainConfig:
 def _positive(flag: str, value: float, integer: bool = False) -> None:
     if integer and int(value) != value:
         raise ZooError(f"--{flag} must be a whole number, got {value}")
-    if value <= 0:
-        raise ZooError(f"--{flag} must be positive, got {value}")
+    if not value > 0 or value == float("inf"):  # also catches nan
+        raise ZooError(f"--{flag} must be positive and finite, got {value}")

@@ -196,15 +196,46 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(digest, "little") >> 1  # < 2**63
 
 
-class ShuffledBatches:
-    """Shuffled (x, y) minibatches of tensors already on the device.
+class ShiftFlip:
+    """Random translations by up to `shift` pixels (the border filled with `fill`, per channel:
+    black after normalization) and, with `flip`, random horizontal mirrors; each example draws
+    its own. The draws come from a CPU generator, so they are the same on every device."""
 
-    The permutation is drawn on the CPU (the same on every device) and moved to the tensors'
-    device; batches are index_select calls, no per-example Python work.
+    def __init__(self, shift: int = 0, flip: bool = False, fill: tuple[float, ...] = (0.0,)):
+        self.shift, self.flip, self.fill = int(shift), bool(flip), fill
+
+    def __bool__(self) -> bool:
+        return self.shift > 0 or self.flip
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, channels, height, width = x.shape
+        if self.flip:
+            mirrored = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+            x = torch.where(mirrored.view(n, 1, 1, 1), x.flip(3), x)
+        if self.shift:
+            s = self.shift
+            fill = torch.tensor(self.fill, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            padded = fill.expand(n, channels, height + 2 * s, width + 2 * s).clone()
+            padded[:, :, s:s + height, s:s + width] = x
+            # each example's window: rows dy..dy+H-1 and columns dx..dx+W-1 of its padded copy
+            dy, dx = torch.randint(0, 2 * s + 1, (2, n), generator=generator).to(x.device)
+            rows = (dy[:, None] + torch.arange(height, device=x.device)).view(n, 1, height, 1)
+            cols = (dx[:, None] + torch.arange(width, device=x.device)).view(n, 1, 1, width)
+            x = padded.gather(2, rows.expand(n, channels, height, width + 2 * s))
+            x = x.gather(3, cols.expand(n, channels, height, width))
+        return x
+
+
+class ShuffledBatches:
+    """Shuffled (x, y) minibatches of tensors already on the device, optionally augmented.
+
+    The permutation and the augmentation's draws come from CPU generators seeded by (seed,
+    epoch) (the same on every device, and on resume) and move to the tensors' device; batches
+    are index_select calls, no per-example Python work.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
-                 drop_last: bool = False):
+                 drop_last: bool = False, augment: ShiftFlip | None = None):
         if len(x) != len(y):
             raise ZooError(f"x has {len(x)} examples but y has {len(y)}")
         if batch_size < 1:
@@ -213,6 +244,7 @@ class ShuffledBatches:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.drop_last = drop_last
+        self.augment = augment if augment else None
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -224,9 +256,16 @@ class ShuffledBatches:
 
     def epoch(self, k: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.permutation(k)
+        draws = torch.Generator(device="cpu").manual_seed(epoch_seed(self.seed, k) ^ 0x5A5A)
         for i in range(len(self)):
             index = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.x.index_select(0, index), self.y.index_select(0, index)
+            x = self.x.index_select(0, index)
+            yield (self.augment(x, draws) if self.augment else x), self.y.index_select(0, index)
+
+
+def black_level(spec: DataSpec) -> tuple[float, ...]:
+    """A black pixel after normalization, per channel (what shifted-in borders show)."""
+    return tuple(-m / s for m, s in zip(spec.mean, spec.std))
 
 
 def eval_batches(x: torch.Tensor, y: torch.Tensor,

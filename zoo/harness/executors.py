@@ -50,6 +50,7 @@ class JobResult:
     seconds: float
     message: str = ""  # the headline metric, or why it failed
     resumed_from: int = 0
+    train_time_s: float = 0.0  # of `seconds`, the time spent in training epochs
 
 
 def run_job(job: Job, device: str | None = None) -> JobResult:
@@ -70,7 +71,8 @@ def run_job(job: Job, device: str | None = None) -> JobResult:
         if outcome.resumed_from and not outcome.already_done:
             message += f" (resumed after epoch {outcome.resumed_from})"
         return JobResult(run_id, status, time.perf_counter() - start, message,
-                         outcome.resumed_from)
+                         outcome.resumed_from, 0.0 if outcome.already_done else
+                         trained_here(outcome.record.metrics, outcome.resumed_from))
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row of the summary
         from zoo.errors import RunDiverged
 
@@ -82,6 +84,12 @@ def run_job(job: Job, device: str | None = None) -> JobResult:
             f"{type(exc).__name__}: {exc} ({_where(exc)})"
         mark_failed(Path(job.out), run_id, message)
         return JobResult(run_id, "failed", time.perf_counter() - start, message.splitlines()[0])
+
+
+def trained_here(metrics: dict[str, Any], resumed_from: int) -> float:
+    """The training time of the epochs this process ran (a resumed run stores them all)."""
+    total, epochs = metrics.get("train_time_s") or 0.0, metrics.get("epochs_done") or 0
+    return total * (epochs - resumed_from) / epochs if epochs else 0.0
 
 
 def headline(metrics: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from zoo.errors import ZooError
 from zoo.harness.atomic import atomic_write_text
+from zoo.harness.lr_tuning import lr_scale
 from zoo.harness.results import ResultsStore, RunRecord, is_ptq
 
 if TYPE_CHECKING:  # board_rows imports this module's helpers: no import cycle at run time
@@ -167,7 +168,15 @@ def _metric_values(runs: Iterable[RunRecord], key: str) -> list[float]:
 
 def _variant(run: RunRecord) -> tuple[str, str, str]:
     """(act, init, quant), each with the parameters the run set, e.g. `gelu(backward_bits=2)`:
-    runs that differ in a parameter are different variants."""
+    runs that differ in a parameter are different variants. A run at a tuned learning rate
+    (`zoo sweep --tune-lr`) is its own variant too: `gelu · lr x0.5`."""
+    act, init, quant = base_variant(run)
+    scale = lr_scale(run)
+    return (act if scale == 1 else f"{act} · lr x{scale:g}", init, quant)
+
+
+def base_variant(run: RunRecord) -> tuple[str, str, str]:
+    """`_variant` whatever the learning rate."""
     train_config = run.config.get("config") or {}  # the TrainConfig, as the trainer stores it
     return tuple(_with_params(name, train_config.get(f"{kind}_params"))
                  for kind, name in (("act", run.act), ("init", run.init), ("quant", run.quant)))
@@ -238,7 +247,7 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
     pages: dict[str, str] = {}  # file name -> text
     plots: dict[str, Plot] = {}  # file name -> (how to draw it, what it draws)
     owners: dict[str, tuple[str, str]] = {}
-    stored = store.runs()
+    stored, retired = split_retired(store.runs())
     predictions = {run_id: classes for run_id, (_, classes) in
                    store.predictions([run.run_id for run in stored]).items()}
     # PTQ results go to the quant boards, image generators to var-<dataset>.md
@@ -272,7 +281,7 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
         plots.update(more_plots)
     entries = index_entries(pages, every_run, quantizable, stored)
     bench = [name for name in BENCH_FILES if (out_dir / name).is_file()]
-    pages[INDEX_FILE] = index_markdown(entries, bench, GENERATED_NOTE)
+    pages[INDEX_FILE] = index_markdown(entries, bench, GENERATED_NOTE) + retired_note(retired)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -291,6 +300,33 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
                       f"run folders are elsewhere): {', '.join(missing[:3])}", stacklevel=2)
     return sorted(paths)
 
+
+
+def split_retired(runs: Iterable[RunRecord]) -> tuple[list[RunRecord], dict[str, int]]:
+    """(the runs the boards show, {retired protocol: number of its runs left off})."""
+    from zoo.harness.protocols import PROTOCOLS, protocol_name_for
+
+    shown, retired = [], {}
+    names = {}  # (protocol id, arch, dataset) -> name: one hash per board and protocol
+    for run in runs:
+        key = (run.protocol_id, run.arch, run.dataset)
+        if key not in names:
+            names[key] = protocol_name_for(*key)
+        protocol = PROTOCOLS.get(names[key]) if names[key] else None
+        if protocol is not None and protocol.retired:
+            retired[protocol.name] = retired.get(protocol.name, 0) + 1
+        else:
+            shown.append(run)
+    return shown, retired
+
+
+def retired_note(retired: Mapping[str, int]) -> str:
+    if not retired:
+        return ""
+    counts = ", ".join(f"`{name}` ({count} runs)" for name, count in sorted(retired.items()))
+    return ("\n## Retired protocols\n\nRuns of older budgets stay in the results database and "
+            f"are left off every board: {counts}. Each is named and described in "
+            "`zoo/harness/protocols.py`.\n")
 
 
 def _plot_name(section: Section) -> str:
@@ -343,6 +379,7 @@ def _protocol_section(section: Section) -> list[str]:
         lines += [_table_row(row, section.language) for row in section.rows]
         if any(row.n < TRUSTED_SEEDS for row in section.rows):
             lines += ["", FEW_SEEDS_NOTE]
+        lines += _lr_tuning_lines(section)
         what = "test bpb" if section.language else "test accuracy"
         alt = (f"{section.dataset} / {section.arch}, protocol {section.name or section.pid}: "
                f"{what} per variant with 95% CIs, and validation curves")
@@ -350,6 +387,23 @@ def _protocol_section(section: Section) -> list[str]:
     else:
         lines.append("No run of this protocol completed.")
     lines += _not_completed_block(runs)
+    return lines
+
+
+def _lr_tuning_lines(section: Section) -> list[str]:
+    """Each tuned variant's candidates: the first seed's validation score per lr multiple."""
+    if not section.lr_tuning:
+        return []
+    what, digits, unit = (("validation bpb", 4, "") if section.language else
+                          ("validation accuracy", 2, "%"))
+    lines = ["", f"Learning rates tuned (`zoo sweep --tune-lr`): the {what} of the first seed "
+                 "at each multiple of the protocol's lr; the best is the pick, and the row "
+                 "marked \"lr tuned\" trains every seed at it."]
+    for variant, picked, scored in section.lr_tuning:
+        tried = ", ".join(f"x{m:g} " + (DASH + " (diverged)" if v is None else
+                                         f"{v:.{digits}f}{unit}") for m, v in scored)
+        pick = f"x{picked:g}" if picked is not None else "none"
+        lines.append(f"- {_cell(variant)}: {tried}; pick {pick}")
     return lines
 
 
@@ -405,6 +459,8 @@ def _table_row(row: Row, language: bool) -> str:
     """A markdown row of a `board_rows.Row`: accuracy in % (2 digits) or bpb (4 digits)."""
     digits = 4 if language else 2
     act = _cell(row.variant[0]) + (" (submitted)" if row.submitted else "")
+    if row.lr_pick is not None:
+        act += f" (lr tuned x{row.lr_pick:g})"
     stats = [
         format_mean_std(row.values, scale=1.0, digits=digits),
         format_interval(row.ci95, digits) + (FEW_SEEDS if row.n < TRUSTED_SEEDS else ""),

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
+from zoo.harness import lr_tuning
 from zoo.harness.config import TrainConfig
+from zoo.harness.executors import make_executor
 from zoo.harness.protocols import get_protocol
+from zoo.harness.sweep_runner import SweepDisplay, SweepState, job_for, run_jobs
 from zoo.registry import ACTS, ARCHS, DATASETS, INITS, QUANTS
 
 ALL = "all"  # in a grid list: every registered entry of that kind
+# In a grid's inits: each activation's companion init (the one its paper pairs it with, e.g.
+# siren for sine), for the activations that name one; the others get no extra run.
+COMPANION = "companion"
 _REGISTRIES = {"archs": ARCHS, "acts": ACTS, "inits": INITS, "quants": QUANTS,
                "datasets": DATASETS}
 
@@ -27,7 +33,8 @@ _REGISTRIES = {"archs": ARCHS, "acts": ACTS, "inits": INITS, "quants": QUANTS,
 @dataclass
 class Grid:
     """Lists of names to combine; None = the protocol's standard grid (archs, data sets, seeds),
-    the architecture's own activation, the default init, no quantization."""
+    the architecture's own activation, the default init and each activation's companion init,
+    no quantization."""
 
     protocol: str = "quick"
     archs: list[str] | None = None
@@ -71,7 +78,7 @@ class Grid:
         protocol = get_protocol(self.protocol)
         archs = self._names("archs", protocol.archs)
         datasets = self._names("datasets", protocol.datasets)
-        inits = self._names("inits", ["default"])
+        inits = self._names("inits", ["default", COMPANION])
         quants = self._names("quants", ["none"])
         seeds = self.seeds if self.seeds is not None else list(protocol.seeds)
         configs, skipped = [], []
@@ -81,10 +88,10 @@ class Grid:
                 continue
             acts = self._names("acts", [ARCHS.get(arch).extra.get("default_act", "relu")])
             # seed-major: a sweep stopped early has every variant with its first seeds
-            for seed, act, init, quant in itertools.product(seeds, acts, inits, quants):
-                configs.append(TrainConfig.for_arch(
-                    arch, act=act, init=init, quant=quant, seed=seed, qat=quant != "none",
-                    **protocol.overrides(arch, dataset)))
+            pairs = [(act, init) for act in acts for init in _inits_for(act, inits)]
+            for seed, (act, init), quant in itertools.product(seeds, pairs, quants):
+                configs.append(protocol.config(arch, dataset, act=act, init=init, quant=quant,
+                                               seed=seed, qat=quant != "none"))
         if not configs:
             raise ZooError("the grid is empty: no architecture goes with any of its data sets")
         ids = [config.run_id() for config in configs]
@@ -98,11 +105,24 @@ class Grid:
             return list(default)
         registry = _REGISTRIES[key]
         names = registry.names() if ALL in chosen else chosen
+        if key == "inits" and COMPANION in chosen:
+            names = [*names, COMPANION] if ALL in chosen else names
         if key == "quants" and ALL in chosen:
             names = [name for name in names if name != "none"]
         for name in names:
-            registry.get(name)  # an unknown name is a one-line error naming the closest ones
+            if not (key == "inits" and name == COMPANION):
+                registry.get(name)  # an unknown name: a one-line error naming the closest ones
         return list(dict.fromkeys(names))
+
+
+def _inits_for(act: str, inits: list[str]) -> list[str]:
+    """The grid's inits for one activation: COMPANION becomes its companion init, if it has
+    one that the list does not already hold."""
+    companion = ACTS.get(act).extra.get("companion_init")
+    named = [init for init in inits if init != COMPANION]
+    if COMPANION in inits and companion and companion not in named:
+        named.append(companion)
+    return named
 
 
 def _parse_field(key: str, value: Any, where: str) -> Any:
@@ -193,24 +213,77 @@ def plan(configs: list[TrainConfig], out: Path) -> Plan:
 def run_sweep(grid: Grid, *, out: Path, executor: str = "local", workers: int | None = None,
               threads: int | None = None, device: str = "auto", address: str | None = None,
               nproc_per_node: int | None = None, plugins: list[str] | None = None,
-              labels: dict[str, Any] | None = None, dry_run: bool = False, console=None):
-    """Plan the grid against the results in `out`, then train what is missing. Returns the
-    final SweepState (None for a dry run)."""
+              labels: dict[str, Any] | None = None, dry_run: bool = False, console=None,
+              tune_lr: list[float] | None = None):
+    """Plan the grid against the results in `out`, then train what is missing. With `tune_lr`
+    (multiples of the protocol's lr), each variant's first seed trains at every multiple first,
+    then its other seeds at the multiple with the best validation score (zoo.harness.lr_tuning).
+    Returns the final SweepState (None for a dry run)."""
     from rich.console import Console
-
-    from zoo.harness.executors import make_executor
-    from zoo.harness.sweep_runner import SweepDisplay, SweepState, job_for, run_jobs
 
     console = console or Console(stderr=True, soft_wrap=True)
     configs, skipped_pairs = grid.configs()
-    todo = plan(configs, Path(out))
     protocol = get_protocol(grid.protocol)
-    console.print(f"sweep under protocol '{protocol.name}' ({protocol.summary}): "
-                  f"{len(configs)} runs; {len(todo.completed)} stored, {len(todo.diverged)} "
-                  f"diverged earlier, {len(todo.todo)} to train ({len(todo.resumed)} resume from "
-                  f"a checkpoint, {len(todo.retried)} failed before)", highlight=False)
+    console.print(f"sweep under protocol '{protocol.name}' ({protocol.summary})",
+                  highlight=False)
     for pair in skipped_pairs:
         console.print(f"  left out: {pair}", highlight=False)
+    run = dict(out=Path(out), executor=executor, workers=workers, threads=threads,
+               device=device, address=address, nproc_per_node=nproc_per_node,
+               plugins=plugins, labels=labels, dry_run=dry_run, console=console)
+    if not tune_lr:
+        return _run_configs(configs, **run)
+    first_seed = min(config.seed for config in configs)
+    firsts = [config for config in configs if config.seed == first_seed]
+    console.print(f"tuning the lr: seed {first_seed} of each of {len(firsts)} variant(s) at "
+                  f"{', '.join(f'x{s:g}' for s in tune_lr)} of the protocol's lr, then the "
+                  "other seeds at each variant's pick", highlight=False)
+    state = _run_configs([c for first in firsts for c in lr_tuning.candidates(first, tune_lr)],
+                         **run)
+    if dry_run:
+        return None
+    picks = _lr_picks(firsts, tune_lr, Path(out))
+    for first in firsts:
+        scale = picks.get(first.run_id())
+        console.print(f"  lr pick for {first.arch}·{first.act}·{first.init}: "
+                      + (f"x{scale:g}" if scale else "none (no candidate completed)"),
+                      highlight=False)
+    rest = [replace(config, lr_scale=picks[key]) for config in configs
+            if config.seed != first_seed
+            and (key := replace(config, seed=first_seed).run_id()) in picks
+            and picks[key] is not None]
+    later = _run_configs(rest, **run) if rest else None
+    if later is None or state is None:
+        return later or state
+    return SweepState(total=state.total + later.total, skipped=state.skipped + later.skipped,
+                      results=state.results + later.results, started=state.started)
+
+
+def _lr_picks(firsts: list[TrainConfig], scales: list[float], out: Path) -> dict[str, float]:
+    """{first-seed run id at lr x1: the picked multiple}, from the stored candidates."""
+    from zoo.harness.results import ResultsStore
+    from zoo.harness.train import results_path
+
+    with ResultsStore(results_path(out)) as store:
+        stored = {run.run_id: run for run in store.runs()}
+    picks = {}
+    for first in firsts:
+        scored = {}
+        for candidate in lr_tuning.candidates(first, scales):
+            record = stored.get(candidate.run_id())
+            if record is not None and record.status in ("completed", "diverged"):
+                scored[candidate.lr_scale] = (lr_tuning.validation_score(record)
+                                              if record.status == "completed" else None)
+        picks[first.run_id()] = lr_tuning.pick(scored)
+    return picks
+
+
+def _run_configs(configs: list[TrainConfig], *, out: Path, executor: str, workers, threads,
+                 device: str, address, nproc_per_node, plugins, labels, dry_run: bool, console):
+    todo = plan(configs, Path(out))
+    console.print(f"{len(configs)} runs; {len(todo.completed)} stored, {len(todo.diverged)} "
+                  f"diverged earlier, {len(todo.todo)} to train ({len(todo.resumed)} resume from "
+                  f"a checkpoint, {len(todo.retried)} failed before)", highlight=False)
     if dry_run:
         for config in todo.todo:
             console.print(f"  would train {config.run_id()}", highlight=False)
@@ -235,4 +308,7 @@ def run_sweep(grid: Grid, *, out: Path, executor: str = "local", workers: int | 
     with SweepDisplay(state, pool.slots, console) as display:
         run_jobs(jobs, pool, state, display, make_executor=new_executor)
     console.print(state.headline(pool.slots), highlight=False)
+    use = state.utilization(pool.slots)
+    if use:
+        console.print(use, highlight=False)
     return state

@@ -57,6 +57,22 @@ class SweepState:
         return " · ".join(parts)
 
 
+    def utilization(self, slots: int) -> str | None:
+        """How well the sweep used the machine: the runs' training time over slots x wall
+        time, and the time each run spent outside its training epochs (start-up, data,
+        evaluation, checkpoints). None until a run has been trained."""
+        trained = [r for r in self.results if r.status == "completed" and r.seconds > 0]
+        if not trained:
+            return None
+        wall = time.monotonic() - self.started
+        busy = sum(r.train_time_s for r in trained) / (slots * wall) if wall > 0 else 0.0
+        outside = statistics.mean(r.seconds - r.train_time_s for r in trained)
+        share = outside / statistics.mean(r.seconds for r in trained)
+        return (f"machine use: training time / ({slots} slot(s) x wall time) = {busy:.2f}; "
+                f"outside training (start-up, data, evaluation, checkpoints): {outside:.1f} s "
+                f"per run, {share:.1%} of its time")
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)

@@ -18,7 +18,8 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.harness.config import TrainConfig
-from zoo.harness.data import ImageTensors, ShuffledBatches, eval_batches, load_dataset, to_device_tensors
+from zoo.harness.data import (ImageTensors, ShiftFlip, ShuffledBatches, black_level, eval_batches,
+                              load_dataset, to_device_tensors)
 from zoo.models.build import build_model
 
 
@@ -78,9 +79,11 @@ def calibration_images(config: TrainConfig, data: ImageTensors) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
-             autocast: bool = False, keep_predictions: bool = False) -> dict[str, Any]:
+             autocast: bool = False, keep_predictions: bool = False,
+             tta_flip: bool = False) -> dict[str, Any]:
     """Mean loss and accuracy; with `keep_predictions`, also every example's predicted class
-    (for churn across seeds)."""
+    (for churn across seeds); with `tta_flip`, of the mean logits of each image and its mirror
+    (test-time augmentation)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
@@ -89,6 +92,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     for xb, yb in eval_batches(x, y, batch_size):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(xb)
+            if tta_flip:
+                logits = (logits + model(xb.flip(3))) / 2
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
         predicted = logits.argmax(dim=1)
         correct += (predicted == yb).sum()
@@ -112,7 +117,9 @@ class ImageClassification:
         self.data = load_data(config, device)
 
     def build(self) -> nn.Module:
-        return build_for(self.config, self.data)
+        # channels-last convolutions: oneDNN on CPUs and tensor cores on GPUs both run them
+        # faster (ResNet-8 on one CPU thread: 1.4x); the math is the same
+        return build_for(self.config, self.data).to(memory_format=torch.channels_last)
 
     def calibration_batch(self) -> torch.Tensor:
         return calibration_images(self.config, self.data)
@@ -121,7 +128,9 @@ class ImageClassification:
         return f"the first {len(self.calibration_batch())} training images"
 
     def train_batches(self) -> ShuffledBatches:
-        return ShuffledBatches(*self.data.train, self.config.batch_size, self.config.seed)
+        config = self.config
+        augment = ShiftFlip(config.aug_shift, config.aug_flip, black_level(self.data.spec))
+        return ShuffledBatches(*self.data.train, config.batch_size, config.seed, augment=augment)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
@@ -133,7 +142,7 @@ class ImageClassification:
     def evaluate(self, model: nn.Module, split: str, autocast: bool,
                  keep_predictions: bool = False) -> dict[str, Any]:
         return evaluate(model, *self.data.split(split), autocast=autocast,
-                        keep_predictions=keep_predictions)
+                        keep_predictions=keep_predictions, tta_flip=self.config.tta_flip)
 
     def diagnostics_input(self) -> torch.Tensor:
         return self.data.validation[0]

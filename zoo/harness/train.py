@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.utils import ModelEmaV3
 from torch import nn
 
 from zoo.errors import RunDiverged, ZooError
@@ -50,26 +51,35 @@ def training_rule(config: TrainConfig):
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, lr_scale=None) -> torch.optim.Optimizer:
-    """AdamW. Standard practice (timm, nanoGPT): no weight decay on biases, norms and 1-d
-    parameters. `lr_scale(param)`, if given, multiplies the learning rate per parameter."""
+    """AdamW, or SGD with Nesterov momentum 0.9 (`config.optimizer`). Standard practice (timm,
+    nanoGPT): no weight decay on biases, norms and 1-d parameters. `lr_scale(param)`, if given,
+    multiplies the learning rate per parameter."""
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
             key = (p.ndim >= 2, float(lr_scale(p)) if lr_scale else 1.0)
             groups.setdefault(key, []).append(p)
-    return torch.optim.AdamW(
-        [{"params": params, "weight_decay": config.weight_decay if decay else 0.0,
-          "lr": config.lr * scale} for (decay, scale), params in sorted(groups.items(),
-                                                                       key=lambda kv: kv[0])],
-        lr=config.lr)
+    lr = config.lr * config.lr_scale
+    param_groups = [{"params": params, "weight_decay": config.weight_decay if decay else 0.0,
+                     "lr": lr * scale}
+                    for (decay, scale), params in sorted(groups.items(), key=lambda kv: kv[0])]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(param_groups, lr=lr)
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
+    return lr_schedule("cosine", total_steps, warmup_steps)
+
+
+def lr_schedule(shape: str, total_steps: int, warmup_steps: int):
+    """The learning-rate factor per step: linear warmup, then a cosine ("cosine") or a straight
+    line ("linear", the one-cycle shape of fast CIFAR recipes) down to 0 at the last step."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress)) if shape == "cosine" else 1.0 - progress
 
     return factor
 
@@ -152,12 +162,20 @@ class Trainer:
             total_steps = steps_per_epoch * config.epochs
             warmup_steps = min(total_steps, round(config.warmup_epochs * steps_per_epoch))
             scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, warmup_cosine(total_steps, max(1, warmup_steps)))
+                optimizer, lr_schedule(config.schedule, total_steps, max(1, warmup_steps)))
+            # With an EMA of the weights, the average is what is evaluated and checkpointed as
+            # the run's model; the trainer's own weights travel in trainer.pt for resume.
+            ema = ModelEmaV3(model, decay=config.ema) if config.ema else None
+            evaluated = ema.module if ema is not None else model
+            if ema is not None:
+                step_hook = _then_update(step_hook, ema, model)
 
             start_epoch, history, started_at = 0, [], utc_now()
             if group.from_main(self.run_dir.has_checkpoint()):  # the others load rank 0's
                 ckpt = self.run_dir.load_checkpoint()
-                load_weights(model, ckpt.model_state, self.run_dir.path)
+                load_weights(evaluated, ckpt.model_state, self.run_dir.path)
+                if ema is not None:
+                    load_weights(model, ckpt.trainer_state["train_weights"], self.run_dir.path)
                 optimizer.load_state_dict(ckpt.trainer_state["optimizer"])
                 scheduler.load_state_dict(ckpt.trainer_state["scheduler"])
                 torch.set_rng_state(ckpt.trainer_state["rng_cpu"])
@@ -210,14 +228,15 @@ class Trainer:
                                             progress, task, step_hook)
                     if not math.isfinite(row["train_loss"]):
                         return self._diverged(store, record, history, row)
-                    val = task.evaluate(model, "validation", self.autocast)
+                    val = task.evaluate(evaluated, "validation", self.autocast)
                     row.update({f"val_{key}": value for key, value in val.items()})
-                    row.update(self._diagnostics(model, weights0, task.diagnostics_input()))
+                    row.update(self._diagnostics(evaluated, weights0, task.diagnostics_input()))
                     history.append(row)
-                    self._checkpoint(epoch + 1, model, optimizer, scheduler, history, started_at)
+                    self._checkpoint(epoch + 1, evaluated, optimizer, scheduler, history,
+                                     started_at, train_model=model if ema is not None else None)
                     progress.log_epoch(row, config.epochs)
 
-            test, predictions = task.final_metrics(model, self.autocast)
+            test, predictions = task.final_metrics(evaluated, self.autocast)
             train_time = sum(r["train_time_s"] for r in history)
             samples = sum(r["samples"] for r in history)
             last = history[-1]
@@ -228,7 +247,7 @@ class Trainer:
                 "params": params, "epochs_done": len(history),
                 **{k: last[k] for k in _FINAL_DIAGNOSTICS if k in last},
                 "curve": learning_curve(history),
-                **(size_report(model) if config.quant != "none" else {}),
+                **(size_report(evaluated) if config.quant != "none" else {}),
             }
             record.status, record.finished_at = "completed", utc_now()
             self.run_dir.write_json("result.json", {"status": record.status, "metrics": record.metrics})
@@ -294,9 +313,15 @@ class Trainer:
             row["weight_change_median"] = finite[len(finite) // 2] if finite else None
         return row
 
-    def _checkpoint(self, epoch, model, optimizer, scheduler, history, started_at) -> None:
+    def _checkpoint(self, epoch, model, optimizer, scheduler, history, started_at,
+                    train_model: nn.Module | None = None) -> None:
+        """`model` is the run's model (the EMA when there is one); `train_model`, the weights
+        the optimizer steps when they differ from it."""
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "rng_cpu": torch.get_rng_state(), "history": history, "started_at": started_at}
+        if train_model is not None:
+            state["train_weights"] = {k: v.detach().cpu()
+                                      for k, v in train_model.state_dict().items()}
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         if self.group.distributed:  # every rank takes part; rank 0 writes
@@ -313,6 +338,15 @@ class Trainer:
         store.upsert(record)
         raise RunDiverged(f"run {record.run_id} diverged: non-finite training loss in epoch "
                           f"{row['epoch']} (recorded as diverged; try a lower --lr)")
+
+
+def _then_update(step_hook, ema: ModelEmaV3, model: nn.Module):
+    """`step_hook`, then one EMA update of the weights."""
+    def hook(step: int) -> None:
+        step_hook(step)
+        ema.update(model, step=step)
+
+    return hook
 
 
 def learning_curve(history: list[dict[str, Any]]) -> dict[str, list[float | None]]:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import Callable
 
 import timm
+from timm.models.resnet import BasicBlock
 from torch import nn
+
+from zoo.errors import ZooError
 
 
 def vit_patch_size(image_side: int, max_grid: int = 8) -> int:
@@ -34,8 +37,13 @@ def small_vit(
     mlp_ratio: float = 2.0,
     patch_size: int | None = None,
     drop_path_rate: float = 0.0,
+    global_pool: str = "token",
     mlp_layer: type[nn.Module] | None = None,
 ) -> nn.Module:
+    """timm's ViT. `global_pool="avg"` classifies the mean of the patch tokens, with no class
+    token (as in timm's `vit_*_gap` models)."""
+    if global_pool not in ("token", "avg"):
+        raise ZooError(f"vit's global_pool must be token or avg, got {global_pool}")
     height, width = image_size
     patch = patch_size or vit_patch_size(min(height, width))
     return timm.create_model(
@@ -50,6 +58,8 @@ def small_vit(
         num_heads=num_heads,
         mlp_ratio=mlp_ratio,
         drop_path_rate=drop_path_rate,
+        global_pool=global_pool,
+        class_token=global_pool == "token",
         act_layer=act_layer,
         **({"mlp_layer": mlp_layer} if mlp_layer is not None else {}),
     )
@@ -77,11 +87,64 @@ class KATMlp(nn.Module):
 
 def small_kat(*, act_layer: Callable[..., nn.Module], **vit_options) -> nn.Module:
     """The `vit` with every MLP replaced by GR-KAN layers (Kolmogorov-Arnold Transformer)."""
-    from zoo.errors import ZooError
-
     if getattr(act_layer, "act_name", None) != "rational":
         raise ZooError("kat is built from group-rational layers: use --act rational (its default)")
     return small_vit(act_layer=act_layer, mlp_layer=KATMlp, **vit_options)
+
+
+class StagedResNet(nn.Module):
+    """A ResNet of timm's BasicBlocks with any number of stages, for small images: a 3x3
+    stem at full resolution, stages that halve the resolution and take the next width (a 1x1
+    convolution + BatchNorm on the shortcut where the shape changes), global average pooling
+    and a linear head. With three stages of widths 16-32-64 it is He et al.'s CIFAR ResNet
+    family (ResNet-8 with one block per stage, ResNet-20 with three). timm's `ResNet` class
+    hard-codes four stages; the blocks, their init and the head interface are timm's.
+    """
+
+    def __init__(self, *, channels: int, num_classes: int, act_layer: Callable[..., nn.Module],
+                 layers: tuple[int, ...], widths: tuple[int, ...], stem_stride: int = 1,
+                 strides: tuple[int, ...] | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, widths[0], kernel_size=3, stride=stem_stride, padding=1,
+                               bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.act1 = act_layer(inplace=True)
+        stages, inplanes = [], widths[0]
+        strides = strides or (1,) + (2,) * (len(widths) - 1)
+        for blocks, planes, stride in zip(layers, widths, strides):
+            stage = []
+            for block in range(blocks):
+                downsample = None
+                if block == 0 and (stride != 1 or inplanes != planes):
+                    downsample = nn.Sequential(
+                        nn.Conv2d(inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                        nn.BatchNorm2d(planes))
+                stage.append(BasicBlock(inplanes, planes, stride=stride if block == 0 else 1,
+                                        downsample=downsample, act_layer=act_layer))
+                inplanes = planes
+            stages.append(nn.Sequential(*stage))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = inplanes
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(inplanes, num_classes)
+        for module in self.modules():  # timm's ResNet.init_weights
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if hasattr(module, "zero_init_last"):
+                module.zero_init_last()
+
+    def forward_features(self, x):
+        return self.stages(self.act1(self.bn1(self.conv1(x))))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = self.global_pool(x).flatten(1)
+        return x if pre_logits else self.fc(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
 
 
 def small_resnet(
@@ -92,7 +155,30 @@ def small_resnet(
     act_layer: Callable[..., nn.Module],
     layers: tuple[int, ...] = (1, 1, 1, 1),
     widths: tuple[int, ...] = (32, 64, 128, 256),
+    stem_stride: int = 1,
+    strides: tuple[int, ...] | None = None,
 ) -> nn.Module:
+    """timm's ResNet with BasicBlocks. Four stages (the default, widths 32-256) are timm's own
+    `ResNet` with a 64-wide stem; any other number of stages is a `StagedResNet` (the CIFAR
+    family: `layers=(1, 1, 1), widths=(16, 32, 64)` is ResNet-8). `strides` (default 1, then
+    2 for every later stage) and `stem_stride` set where the resolution halves: `strides=(2, 2,
+    2)` keeps only the stem at full resolution, for about a quarter of the cost."""
+    layers, widths = tuple(int(n) for n in layers), tuple(int(w) for w in widths)
+    if len(layers) != len(widths) or not layers or min(layers) < 1 or min(widths) < 1:
+        raise ZooError(f"resnet needs as many stages in layers {layers} as in widths {widths}, "
+                       "each at least 1")
+    strides = None if strides is None else tuple(int(s) for s in strides)
+    if stem_stride not in (1, 2) or (strides and (len(strides) != len(layers)
+                                                 or not set(strides) <= {1, 2})):
+        raise ZooError(f"resnet's stem_stride and strides (one per stage) must be 1 or 2, got "
+                       f"{stem_stride} and {strides}")
+    if len(layers) != 4:
+        return StagedResNet(channels=channels, num_classes=num_classes, act_layer=act_layer,
+                            layers=layers, widths=widths, stem_stride=stem_stride,
+                            strides=strides)
+    if stem_stride != 1 or strides is not None:
+        raise ZooError("stem_stride and strides are options of resnets with other than four "
+                       "stages (four are timm's own ResNet)")
     model = timm.create_model(
         "resnet18",
         pretrained=False,

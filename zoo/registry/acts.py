@@ -17,8 +17,11 @@ FORMULAS: dict[str, ElementwiseFormula] = {}
 
 
 def register_formula(formula: ElementwiseFormula, *, paper: tuple[str, str | None],
-                     summary: str = "", tags: tuple[str, ...] = (), note: str = "") -> None:
-    """One catalogue entry: the registry entry's factory builds a FormulaActivation."""
+                     summary: str = "", tags: tuple[str, ...] = (), note: str = "",
+                     companion_init: str | None = None) -> None:
+    """One catalogue entry: the registry entry's factory builds a FormulaActivation.
+    `companion_init`: the initialization the activation's paper pairs it with (`zoo info`
+    shows it; the standard grid trains the activation with it as well as with the baseline's)."""
     FORMULAS[formula.name] = formula
 
     def factory(inplace: bool = False, **values: float) -> FormulaActivation:
@@ -27,6 +30,8 @@ def register_formula(formula: ElementwiseFormula, *, paper: tuple[str, str | Non
     extra = {"learnable": ", ".join(p.name for p in formula.learnable)} if formula.learnable else {}
     if note:
         extra["note"] = note
+    if companion_init:
+        extra["companion_init"] = companion_init
     ACTS.register(formula.name, summary=summary, formula=formula.formula_text(), paper=paper,
                   defaults={p.name: p.default for p in formula.params}, tags=tags,
                   **extra)(factory)
@@ -57,6 +62,10 @@ register_formula(_f("elu", "Max(x, 0) + alpha * (exp(Min(x, 0)) - 1)", [("alpha"
                         "(ELUs)", "1511.07289"))
 register_formula(_f("selu", f"{SELU_SCALE} * (Max(x, 0) + {SELU_ALPHA} * (exp(Min(x, 0)) - 1))"),
                  tags=("baseline", "self-normalizing"),
+                 # E[selu(z)^2] = 1 for z ~ N(0, 1), so variance_preserving is exactly LeCun
+                 # normal, N(0, 1 / fan_in): the init the paper prescribes
+                 companion_init="variance_preserving",
+                 note="pair with LeCun normal init (variance_preserving equals it for selu)",
                  paper=("Self-Normalizing Neural Networks", "1706.02515"))
 register_formula(_f("softplus", "softplus(beta * x) / beta", [("beta", 1.0)]), tags=("baseline",),
                  paper=("Incorporating Second-Order Functional Knowledge for Better Option "
@@ -117,7 +126,7 @@ register_formula(_f("xsin2", "x + sin(a * x)**2 / a", [("a", 1.0)]), tags=("peri
                  paper=("Neural Networks Fail to Learn Periodic Functions and How to Fix It",
                         "2006.08195"))
 register_formula(_f("sine", "sin(omega0 * x)", [("omega0", 30.0)]), tags=("periodic",),
-                 note="pair with the SIREN initialization",
+                 note="pair with the SIREN initialization", companion_init="siren",
                  paper=("Implicit Neural Representations with Periodic Activation Functions",
                         "2006.09661"))
 register_formula(_f("shifted_relu", "Min(Max(x - tau, 0), clip)", [("tau", 0.5), ("clip", 1e4)]),
@@ -214,6 +223,7 @@ register_formula(
          "arXiv v1 had 1/k^1.5 coefficients); degree 3 as in their ConvNeXt and GPT-2 runs "
          "(K-H-Ismail/ConvNeXt-ortho, pytorch-language-models). E[F^2] = E[F'^2] = "
          "(1/e) sum_{k<3} 1/k! = 0.92 for x ~ N(0,1)",
+    companion_init="variance_preserving",
     paper=("Polynomial, trigonometric, and tropical activations", "2502.01247"))
 
 FOURIER_DEGREE = 5
@@ -236,6 +246,7 @@ register_formula(
          "f0 = c sqrt(1 - 1/(5!)^2); degree 5 as in their ConvNeXt and GPT-2 runs. The init "
          "makes f0^2 + sum c_k^2/(k!)^2 = 1 (an orthonormal-basis argument); for x ~ N(0,1) "
          "the true E[F^2] is 1.31 and E[F'^2] 0.96",
+    companion_init="variance_preserving",
     paper=("Polynomial, trigonometric, and tropical activations", "2502.01247"))
 
 TROPICAL_DEGREE = 5
@@ -249,6 +260,7 @@ register_formula(
     note="from torchortho tropical_activation.py (v0.1.2): powers 0..n fixed, coefficients c_k "
          "learnable, init 1, gain sqrt(2)/n; degree 5 as in their ConvNeXt runs. At init it is "
          "sqrt(2)/5 + sqrt(2) relu(x): E[F'^2] = 1 exactly, E[F^2] = 1.40 for x ~ N(0,1)",
+    companion_init="variance_preserving",
     paper=("Polynomial, trigonometric, and tropical activations", "2502.01247"))
 
 
@@ -260,6 +272,6 @@ ACTS.register(
             "each of `groups` channel groups; Horner evaluation",
     paper=("Kolmogorov-Arnold Transformer", "2409.10594"),
     defaults={"groups": 8, "init": "gelu"}, tags=("learnable", "rational", "kan"),
-    learnable="a (groups x 6), b (groups x 4)",
+    learnable="a (groups x 6), b (groups x 4)", companion_init="variance_preserving",
     note="inits identity, gelu, silu were fitted for exactly this formula (MSE < 1e-4 on [-3, 3])",
 )(GroupRational)

@@ -6,6 +6,9 @@ and one fixed schema:
     image: Array3D(shape=(H, W, C), dtype="uint8")   channels last, 0..255
     label: ClassLabel(names=[...])                    the real class names
 
+Tags: "hflip" marks data sets whose labels survive a horizontal mirror (clothes, objects; not
+digits), where flip augmentation and flip test-time augmentation are allowed.
+
 Splits are fixed (stratified, split seed 0), so every run sees the same examples whatever its
 training seed. Sources, in order of preference: embedded in a dependency (digits), the local
 system (Debian's Fashion-MNIST), the Hugging Face hub (downloaded once, then cached).
@@ -107,7 +110,7 @@ def digits() -> datasets.DatasetDict:
     summary="28x28 grayscale Zalando product images, 70000 images, 10 classes",
     paper=("Fashion-MNIST: a Novel Image Dataset for Benchmarking Machine Learning Algorithms",
            "1708.07747"),
-    tags=("image", "local", "offline", "hub"),
+    tags=("image", "local", "offline", "hub", "hflip"),
     source_note=(f"Debian package dataset-fashion-mnist ({FASHION_MNIST_DEBIAN_DIR}, or "
                  f"${FASHION_MNIST_ENV}); else the Hugging Face hub "
                  "(zalando-datasets/fashion_mnist)"),
@@ -141,7 +144,7 @@ def mnist() -> datasets.DatasetDict:
     "cifar10",
     summary="32x32 colour images, 60000 images, 10 classes",
     paper=("Learning Multiple Layers of Features from Tiny Images", None),
-    tags=("image", "hub"),
+    tags=("image", "hub", "hflip"),
     source_note="Hugging Face hub (uoft-cs/cifar10), downloaded and cached on first use",
 )
 def cifar10() -> datasets.DatasetDict:
@@ -153,7 +156,7 @@ def cifar10() -> datasets.DatasetDict:
     "cifar100",
     summary="32x32 colour images, 60000 images, 100 fine classes",
     paper=("Learning Multiple Layers of Features from Tiny Images", None),
-    tags=("image", "hub"),
+    tags=("image", "hub", "hflip"),
     source_note="Hugging Face hub (uoft-cs/cifar100), downloaded and cached on first use",
 )
 def cifar100() -> datasets.DatasetDict:
