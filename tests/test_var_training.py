@@ -350,3 +350,14 @@ def test_zoo_eval_inception_hands_uint8_images_to_the_established_package(runs, 
     assert "Inception FID (torchmetrics, 30 samples): 42.00" in capsys.readouterr().out
     assert seen["real"].dtype == seen["fake"].dtype == torch.uint8
     assert seen["fake"].shape == (30, 1, 8, 8) and seen["real"].shape[1:] == (1, 8, 8)
+
+
+def test_the_feature_network_keeps_the_recipe_published_generator_runs_pinned():
+    """Data-set recipes (resnet's Fashion-MNIST one) must not change the feature network: the
+    published var boards name these runs and generator runs pin their checksums."""
+    from zoo.harness.gen_eval import feature_net_config
+
+    assert feature_net_config("fashion-mnist", 55_000).run_id() == \
+        "fashion-mnist-resnet-relu-default-none-s0-52155581"
+    assert feature_net_config("digits", 1_257).run_id() == \
+        "digits-resnet-relu-default-none-s0-88824302"

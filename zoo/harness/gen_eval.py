@@ -103,17 +103,25 @@ class FeatureNet:
                 "version": FEATURE_NET_VERSION, **self.recipe}
 
 
+def feature_net_config(dataset: str, train_size: int):
+    """The feature network's run. The architecture's base recipe, not its data-set recipes:
+    generator runs pin this network's checksum, so it stays the one they were evaluated with."""
+    from zoo.harness.config import TrainConfig
+
+    return TrainConfig.for_arch(FEATURE_NET_RECIPE["arch"], act=FEATURE_NET_RECIPE["act"],
+                                dataset=dataset, epochs=feature_net_epochs(train_size),
+                                seed=FEATURE_NET_RECIPE["seed"], dataset_recipe=False)
+
+
 def feature_net(dataset: str, train_size: int, out: str | Path, device: torch.device,
                 show_progress: bool = True) -> FeatureNet:
     """The data set's feature network: trained on first use, reused afterwards.
     `train_size`: the data set's number of training images (sets the epochs)."""
-    from zoo.harness.config import TrainConfig
     from zoo.harness.train import Trainer
     from zoo.models.build import build_model
 
     recipe = {**FEATURE_NET_RECIPE, "epochs": feature_net_epochs(train_size)}
-    config = TrainConfig.for_arch(recipe["arch"], act=recipe["act"], dataset=dataset,
-                                  epochs=recipe["epochs"], seed=recipe["seed"])
+    config = feature_net_config(dataset, train_size)
     trainer = Trainer(config, out=Path(out) / "evaluators", device=str(device),
                       show_progress=show_progress)
     with waiting_lock(Path(out) / "evaluators" / f".{config.run_id()}.wait"):
