@@ -271,6 +271,22 @@ def test_the_standard_grid_adds_each_activations_companion_init():
                                                 ("gelu", "orthogonal")]
 
 
+def test_a_sweep_worker_loads_a_data_set_once_for_all_its_runs():
+    from zoo.harness.tasks import keep_loaded_data, load_data
+
+    config = TrainConfig.for_arch("vit", train_subset=100)
+    assert load_data(config, torch.device("cpu")) is not load_data(config, torch.device("cpu"))
+    keep_loaded_data()
+    try:
+        first = load_data(config, torch.device("cpu"))
+        assert load_data(TrainConfig.for_arch("resnet", act="relu", train_subset=100),
+                         torch.device("cpu")) is first  # same data, another run
+        other = load_data(TrainConfig.for_arch("vit", train_subset=50), torch.device("cpu"))
+        assert other is not first and len(other.train[0]) == 50
+    finally:
+        keep_loaded_data(False)
+
+
 # --- the quick recipes on Fashion-MNIST ----------------------------------------------------------
 
 @pytest.mark.parametrize("arch", ["resnet", "vit"])

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError
+from zoo.harness.tasks import keep_loaded_data
 
 EXECUTORS = ("local", "ray", "torchrun")
 
@@ -153,6 +154,7 @@ _WORKER_DEVICE: str | None = None
 def _init_local_worker(devices) -> None:
     global _WORKER_DEVICE
     _WORKER_DEVICE = devices.get() if devices is not None else None
+    keep_loaded_data()
 
 
 def _run_local(job: Job) -> JobResult:

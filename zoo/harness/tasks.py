@@ -54,11 +54,30 @@ def check_dependencies(stored_config: dict[str, Any], summary: dict[str, Any],
 
 # --- image classification ---------------------------------------------------------------------
 
+# A sweep worker trains run after run on the same data: it keeps the last data set it loaded
+# (its device tensors, which training never modifies) instead of reading the files again.
+_kept: dict[tuple, ImageTensors] | None = None
+
+
+def keep_loaded_data(enabled: bool = True) -> None:
+    """Called once in a sweep's worker processes (not in `zoo train`, where a data set is
+    loaded once anyway, and where its files may change between calls)."""
+    global _kept
+    _kept = {} if enabled else None
+
+
 def load_data(config: TrainConfig, device: torch.device) -> ImageTensors:
+    key = (config.dataset, config.train_subset, config.eval_subset, str(device))
+    if _kept is not None and key in _kept:
+        return _kept[key]
     limit = {"train": config.train_subset} if config.train_subset else {}
     if config.eval_subset:
         limit.update(validation=config.eval_subset, test=config.eval_subset)
-    return to_device_tensors(load_dataset(config.dataset), config.dataset, device, limit=limit)
+    data = to_device_tensors(load_dataset(config.dataset), config.dataset, device, limit=limit)
+    if _kept is not None:
+        _kept.clear()  # one data set at a time: bounded memory
+        _kept[key] = data
+    return data
 
 
 def build_for(config: TrainConfig, data: ImageTensors) -> nn.Module:
