@@ -67,7 +67,7 @@ def test_recipe_values_that_cannot_work_are_one_line_errors(overrides, message):
 
 
 def test_image_augmentation_is_refused_for_language_models():
-    with pytest.raises(ZooError, match="--aug-shift are for image classifiers, not gpt2"):
+    with pytest.raises(ZooError, match="--aug-shift: for image classifiers only, not gpt2"):
         TrainConfig.for_arch("gpt2", aug_shift=2)
 
 

@@ -155,7 +155,7 @@ class TrainConfig:
         image_only = [flag for flag, on in (("--aug-shift", self.aug_shift), ("--aug-flip",
                       self.aug_flip), ("--tta-flip", self.tta_flip)) if on]
         if not_a_classifier and image_only:
-            raise ZooError(f"{', '.join(image_only)} are for image classifiers, not {self.arch}")
+            raise ZooError(f"{', '.join(image_only)}: for image classifiers only, not {self.arch}")
         if (self.aug_flip or self.tta_flip) and "hflip" not in DATASETS.get(self.dataset).tags:
             raise ZooError(f"horizontal flips can change what a {self.dataset} image shows (its "
                            "entry is not tagged 'hflip'): drop --aug-flip / --tta-flip")
