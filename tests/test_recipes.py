@@ -53,6 +53,12 @@ def test_a_data_sets_recipe_applies_on_that_data_set_only_and_flags_win_over_it(
     assert protocol["optimizer"].startswith("sgd") and "linear decay" in protocol["schedule"]
 
 
+def test_zoo_info_shows_each_data_sets_recipe(capsys):
+    assert main(["info", "resnet"]) == 0
+    shown = capsys.readouterr().out
+    assert "recipe on fashion-mnist: epochs=6" in shown and "optimizer=sgd" in shown
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"aug_flip": True}, "horizontal flips can change what a digits image shows"),
     ({"tta_flip": True}, "horizontal flips"),

@@ -42,6 +42,11 @@ def _card(entry: Entry) -> str:
     if entry.tags:
         lines.append("  tags:     " + ", ".join(entry.tags))
     for key, value in entry.extra.items():
+        if key == "dataset_recipes":  # one line per data set, as the recipe's own line
+            lines += [f"  recipe on {dataset}: " + ", ".join(f"{k}={v}" for k, v in
+                                                           recipe.items())
+                      for dataset, recipe in value.items()]
+            continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         lines.append(f"  {key.replace('_', ' ')}: {value}")
