@@ -855,3 +855,17 @@ def test_language_model_boards_rank_by_validation_bits_per_byte(tmp_path):
     assert golu["test_ppl"] == pytest.approx(5.5) and golu["churn"] is None
     assert golu["diff_vs_baseline"] is None and golu["p_value"] is None
     assert by_act(markdown)["golu"]["95% CI"] == "[1.9829, 2.2371]†"  # 2.11 ± 12.706 · 0.01
+
+
+def test_a_row_trained_with_its_activations_companion_init_is_marked(tmp_path):
+    from dataclasses import replace
+
+    runs = [make_run(f"g{s}", seed=s, acc=0.9) for s in range(3)]
+    runs += [replace(make_run(f"s{s}", act="sine", seed=s, acc=0.5), init=init)
+             for s in range(3) for init in ("default", "siren")]
+    runs = [replace(run, run_id=f"{run.run_id}-{run.init}") for run in runs]
+    with store_with(tmp_path, runs) as store:
+        render_leaderboards(store, tmp_path / "boards")
+    board = (tmp_path / "boards" / leaderboard_filename("digits", "resnet18")).read_text()
+    assert "| sine | siren (companion) |" in board
+    assert "| sine | default |" in board and "| gelu | default |" in board

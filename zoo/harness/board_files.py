@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from zoo.harness.quant_rows import QuantSection
 
 SECTION_KEYS = ("protocol_id", "protocol", "dataset", "arch")  # which table a record is from
-COLUMNS = (*SECTION_KEYS, "act", "init", "quant", "submitted", "baseline", "metric", "n", "mean",
-           "std", "ci95_low", "ci95_high", "diff_vs_baseline", "p_value", "p_holm", "churn",
-           "params", "throughput", "train_time_s", "seeds")
+COLUMNS = (*SECTION_KEYS, "act", "init", "quant", "submitted", "baseline", "companion_init",
+           "lr_tuned", "metric", "n", "mean", "std", "ci95_low", "ci95_high", "diff_vs_baseline",
+           "p_value", "p_holm", "churn", "params", "throughput", "train_time_s", "seeds")
 LM_COLUMNS = ("val_bpb", "test_ppl")  # language models are ranked by validation bpb
 QUANT_COLUMNS = (*SECTION_KEYS, "act", "init", "quant", "mode", "metric", "n", "mean", "std",
                  "diff_vs_float", "diff_std", "diff_ci95_low", "diff_ci95_high", "pairs", "churn",
@@ -67,6 +67,7 @@ def records(sections: Sequence[Section]) -> list[dict[str, Any]]:
                 **_section_keys(section),
                 "act": act, "init": init, "quant": quant,
                 "submitted": row.submitted, "baseline": row.is_baseline,
+                "companion_init": row.companion, "lr_tuned": row.lr_pick,
                 "metric": section.metric, "n": row.n, "mean": row.mean, "std": row.std,
                 **_interval("ci95", row.ci95),
                 "diff_vs_baseline": row.diff, "p_value": row.p_value, "p_holm": p_holm,

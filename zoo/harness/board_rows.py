@@ -18,6 +18,7 @@ from zoo.harness.leaderboard import (_churn, _group, _is_language_model, _metric
                                      base_variant)
 from zoo.harness.lr_tuning import lr_scale, picks_from_runs
 from zoo.harness.results import RunRecord
+from zoo.registry import ACTS
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Row:
     test_ppl: tuple[float, ...]
     curve: tuple[tuple[int, float], ...]  # (epoch, validation metric), mean over seeds
     lr_pick: float | None = None  # the lr multiple this row trained at, when it is a tuned pick
+    companion: bool = False  # the init is the one the activation's paper pairs it with
 
     @property
     def n(self) -> int:
@@ -75,6 +77,11 @@ def is_submitted(run: RunRecord) -> bool:
     return bool((run.config.get("labels") or {}).get("submitted"))
 
 
+def is_companion(run: RunRecord) -> bool:
+    """Whether the run's init is its activation's companion (`zoo info ACT`)."""
+    return run.act in ACTS and ACTS.get(run.act).extra.get("companion_init") == run.init
+
+
 def build_section(dataset: str, arch: str, pid: str, runs: list[RunRecord],
                   predictions: Mapping[str, list[int]]) -> Section:
     from zoo.harness.protocols import BASELINE, PROTOCOLS, protocol_name_for
@@ -100,6 +107,7 @@ def build_section(dataset: str, arch: str, pid: str, runs: list[RunRecord],
             continue  # a candidate the tuning did not pick: listed under the table
         row = _row(variant, submitted, group, language, (variant, submitted) == (baseline, False),
                    base_values if base_runs else None, predictions)
+        row = replace(row, companion=is_companion(group[0]))
         rows.append(replace(row, lr_pick=scale) if tuned and tuned[0] == scale else row)
     rows.sort(key=lambda row: _sort_key(row, language))
     missing = None
@@ -167,8 +175,6 @@ def _missing(completed: list[RunRecord], baseline: tuple[str, str, str],
     """Registered activations without every seed of the standard grid, run with the baseline's
     init and quant: `name`, or `name (k of n seeds)`. A submission's runs count for its act
     when its plugin is loaded (then it is registered)."""
-    from zoo.registry import ACTS
-
     done = _group((run for run in completed if run.seed in seeds), _variant)
     missing = []
     for act in ACTS.names():

@@ -472,7 +472,8 @@ def _table_row(row: Row, language: bool) -> str:
                  format_mean_std(row.test_ppl, scale=1.0, digits=2)]
     else:
         stats.append(DASH if row.churn is None else f"{row.churn:.2f}")
-    cells = [act, *(_cell(name) for name in row.variant[1:]), *stats, str(row.n),
+    init = _cell(row.variant[1]) + (" (companion)" if row.companion else "")
+    cells = [act, init, _cell(row.variant[2]), *stats, str(row.n),
              format_count(row.params), format_number(row.train_time_s),
              format_number(row.throughput)]
     return "| " + " | ".join(cells) + " |"
