@@ -62,7 +62,9 @@ def test_flags_override_the_file_and_seed_counts_lists_and_ranges_all_work(tmp_p
 def test_all_means_every_registered_activation():
     configs, _ = Grid(protocol="smoke", archs=["vit"], datasets=["digits"], acts=["all"],
                       seeds=[0]).configs()
-    assert sorted(c.act for c in configs) == ACTS.names()
+    assert sorted({c.act for c in configs}) == ACTS.names()
+    companions = [n for n in ACTS.names() if ACTS.get(n).extra.get("companion_init")]
+    assert len(configs) == len(ACTS.names()) + len(companions)  # and their companion inits
 
 
 def test_the_runs_are_ordered_seed_first_so_a_stopped_sweep_covers_every_variant():
