@@ -23,7 +23,7 @@ from zoo.harness import environment
 from zoo.harness.config import TrainConfig
 from zoo.harness.progress import TrainingProgress
 from zoo.harness.tasks import ImageClassification, task_for
-from zoo.harness.train import Trainer, make_optimizer, warmup_cosine
+from zoo.harness.train import Trainer, lr_schedule, make_optimizer
 
 
 def bare_epoch(model, optimizer, x, y, batch_size: int, generator: torch.Generator) -> int:
@@ -82,7 +82,7 @@ def bench_harness(arch: str = "vit", act: str | None = None, dataset: str | None
     zoo_opt, bare_opt = make_optimizer(zoo_model, config), make_optimizer(bare_model, config)
     batches = task.train_batches()
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        zoo_opt, warmup_cosine(len(batches) * config.epochs, len(batches)))
+        zoo_opt, lr_schedule(config.schedule, len(batches) * config.epochs, len(batches)))
     generator = torch.Generator().manual_seed(config.seed)
     silent = TrainingProgress("bench", len(batches) * config.epochs, enabled=False)
 

@@ -205,14 +205,14 @@ class TokenizerStore:
                show_progress) -> None:
         from zoo.harness import environment
         from zoo.harness.progress import TrainingProgress
-        from zoo.harness.train import warmup_cosine
+        from zoo.harness.train import lr_schedule
         from zoo.models.msvq import MultiScaleVQ
 
         torch.manual_seed(spec.seed)
         model = MultiScaleVQ(config).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(spec.steps, max(1, spec.steps // 50)))
+            optimizer, lr_schedule("cosine", spec.steps, max(1, spec.steps // 50)))
         generator = torch.Generator().manual_seed(spec.seed)
         progress = TrainingProgress(f"tokenizer {token_id}", spec.steps, enabled=show_progress,
                                     unit="images")

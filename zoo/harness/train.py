@@ -68,10 +68,6 @@ def make_optimizer(model: nn.Module, config: TrainConfig, lr_scale=None) -> torc
     return torch.optim.AdamW(param_groups, lr=lr)
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int):
-    return lr_schedule("cosine", total_steps, warmup_steps)
-
-
 def lr_schedule(shape: str, total_steps: int, warmup_steps: int):
     """The learning-rate factor per step: linear warmup, then a cosine ("cosine") or a straight
     line ("linear", the one-cycle shape of fast CIFAR recipes) down to 0 at the last step."""
