@@ -26,7 +26,7 @@
 #                          3 dtypes; the group-rational kernel
 #   parity-quant           pytest: the quantization kernels, bitwise against the reference
 #   parity-data-var        pytest: the CUDA-only data and VAR tests
-#   ddp-nccl               DDP through zoo.harness.distributed with NCCL, world size 1
+#   ddp-nccl               DDP through zoo.train.distributed with NCCL, world size 1
 #   bench-kernels          zoo bench kernels --write        (kernels.md)
 #   bench-quant            zoo bench quant --device cuda --write   (quant-kernels.md)
 #   step-ratio             benchmarks/gpu_step_ratio.py: kat step / vit step

@@ -492,18 +492,19 @@ def free_port() -> int:
 
 
 def ddp(path: Path | None, device: str = "cuda", steps: int = 4) -> dict:
-    """A world of one process through zoo.harness.distributed: process_group (nccl on CUDA,
+    """A world of one process through zoo.train.distributed: process_group (nccl on CUDA,
     gloo on the CPU), sync_batchnorm and wrap (DDP), a few bf16 steps of vit and resnet on
     digits, an all_reduce and a broadcast. One GPU cannot hold two NCCL ranks, so this is the
     NCCL/DDP path that a one-GPU machine can run; torchrun with two ranks is CPU-tested
     (tests/test_distributed.py)."""
+    # zoo's harness imports torch: here, not at the top, so that the summary needs neither
     import torch
 
-    # zoo's harness imports torch: here, not at the top, so that the summary needs neither
-    from zoo.harness import distributed
-    from zoo.harness.config import TrainConfig
-    from zoo.harness.tasks import task_for
-    from zoo.harness.train import make_optimizer, resolve_device
+    from zoo.runs.config import TrainConfig
+    from zoo.runs.device import resolve_device
+    from zoo.tasks.kinds import task_for
+    from zoo.train import distributed
+    from zoo.train.trainer import make_optimizer
 
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None:
@@ -780,7 +781,7 @@ def run_zoo_cli(argv: list[str]) -> None:
 def check_zoo(argv: list[str], work: Path) -> None:
     """`zoo ARGV` through zoo.cli.main, with the measurement swapped for a tiny CPU one: the
     same parsing, the same board path and renderer, and the board read back."""
-    from zoo.harness import kernel_bench, quant_bench  # torch; their measurement is swapped
+    from zoo.tools import kernel_bench, quant_bench  # torch; their measurement is swapped
 
     work.mkdir(parents=True, exist_ok=True)
     seen: dict = {}
@@ -828,7 +829,7 @@ def check_zoo(argv: list[str], work: Path) -> None:
 def check_train(argv: list[str]) -> None:
     """`zoo train ARGV` through zoo.cli.main up to the Trainer: the same parsing and config
     validation; the Trainer is swapped for one that stops there."""
-    from zoo.harness import train  # torch; its Trainer is swapped
+    from zoo.tasks import kinds  # torch; the Trainer it starts is swapped
 
     class Stop(Exception):
         pass
@@ -840,7 +841,7 @@ def check_train(argv: list[str]) -> None:
         def run(self):
             raise Stop
 
-    with mock.patch.object(train, "Trainer", Validated):
+    with mock.patch.object(kinds, "Trainer", Validated):
         try:
             run_zoo_cli(argv)
         except Stop:

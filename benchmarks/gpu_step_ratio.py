@@ -26,11 +26,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from zoo.build import build_model
 from zoo.errors import ZooError
-from zoo.harness.config import TrainConfig
-from zoo.harness.train import make_optimizer, resolve_device
 from zoo.kernels import runtime
-from zoo.models.build import build_model
+from zoo.runs.config import TrainConfig
+from zoo.runs.device import resolve_device
+from zoo.train.trainer import make_optimizer
 
 ARCHS = ("vit", "kat")
 SHAPES = {

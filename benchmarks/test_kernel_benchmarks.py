@@ -17,8 +17,8 @@ import os
 import pytest
 import torch
 
-from zoo.harness import kernel_bench
 from zoo.registry.acts import FORMULAS
+from zoo.tools import kernel_bench
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32

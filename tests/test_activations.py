@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from zoo.errors import ZooError
-from zoo.harness.submission import EXTREMES  # +-1e4, 0, denormals, where exp() overflows
 from zoo.registry import ACTS
+from zoo.sweep.submission import EXTREMES  # +-1e4, 0, denormals, where exp() overflows
 
 NAMES = ACTS.names()
 

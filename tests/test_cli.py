@@ -95,7 +95,7 @@ def test_the_installed_command_prints_no_traceback():
 
 
 def test_bench_harness_reports_zoo_against_a_bare_loop(capsys):
-    from zoo.harness.bench import bench_harness
+    from zoo.tools.bench import bench_harness
 
     result = bench_harness("resnet", batch_size=64, epochs=1, repeats=1, device="cpu")
     assert result["zoo_samples_per_s"] > 0 and result["bare_samples_per_s"] > 0
@@ -115,7 +115,7 @@ def test_leaderboard_renders_the_runs_trained_from_the_cli(capsys, tmp_path):
 
 
 def test_bench_kernels_times_reference_and_native_ops_and_writes_the_table(tmp_path):
-    from zoo.harness.kernel_bench import bench_kernels
+    from zoo.tools.kernel_bench import bench_kernels
 
     out = tmp_path / "kernels.md"
     rows = bench_kernels(["golu", "gelu", "rational"], numel=4096, device="cpu",
@@ -144,7 +144,7 @@ def test_train_takes_init_options_and_refuses_unknown_ones(capsys, tmp_path):
 
 
 def test_several_init_options_follow_one_flag_or_repeat_it(tmp_path):
-    from zoo.harness.results import ResultsStore
+    from zoo.runs.results import ResultsStore
 
     base = ["train", "vit", "--init", "lir", "--epochs", "1", "--train-subset", "64",
             "--no-progress"]
@@ -165,3 +165,16 @@ def test_output_cut_short_by_a_closed_pipe_is_not_an_error():
     listing.stdout.close()  # like `zoo list | head -1`
     listing.wait(timeout=120)  # rich exits 1 on a closed pipe, plain prints 0
     assert listing.stderr.read() == ""
+
+
+def test_eval_needs_lm_eval_only_for_lm_eval_tasks(monkeypatch, tmp_path, capsys):
+    # lm-evaluation-harness is an optional extra: a plain `zoo eval` must work without it
+    for name in ["lm_eval", *(n for n in sys.modules if n.startswith("lm_eval."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # "not installed", submodules included
+    for name in ("zoo.evaluate.lm_eval", "zoo.cli.lm_evaluation", "zoo.cli.evaluation"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    code = main(["eval", "no-such-run", "--out", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert code == 2 and "no-such-run" in error and "lm-evaluation-harness" not in error
+    code = main(["eval", "no-such-run", "--out", str(tmp_path), "--lm-eval", "shakespeare_ppl"])
+    assert code == 2 and "lm-evaluation-harness" in capsys.readouterr().err

@@ -17,11 +17,17 @@ import pytest
 import torch
 from PIL import Image
 
-import zoo.harness.sources.hub as hub
 import zoo.registry.datasets as builtin
+import zoo.sources.hub as hub
+from zoo.data.images import (
+    DataSpec,
+    ShuffledBatches,
+    eval_batches,
+    load_dataset,
+    split_arrays,
+    to_device_tensors,
+)
 from zoo.errors import ZooError
-from zoo.harness.data import (DataSpec, ShuffledBatches, eval_batches, load_dataset,
-                              split_arrays, to_device_tensors)
 from zoo.registry import DATASETS
 
 SPLITS = ("train", "validation", "test")

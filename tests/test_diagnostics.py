@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.harness.diagnostics import (
+from zoo.build import build_model
+from zoo.train.diagnostics import (
     activation_diagnostics,
     churn,
     initial_weights,
     relative_weight_change,
 )
-from zoo.models.build import build_model
 
 
 class Block(nn.Module):

@@ -17,12 +17,12 @@ import torch
 import zoo
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.harness import distributed
-from zoo.harness.config import TrainConfig
-from zoo.harness.executors import _torchrun_failure
-from zoo.harness.results import ResultsStore
-from zoo.harness.rundir import RunDir
-from zoo.harness.train import Trainer
+from zoo.runs.config import TrainConfig
+from zoo.runs.results import ResultsStore
+from zoo.runs.rundir import RunDir
+from zoo.sweep.executors import _torchrun_failure
+from zoo.tasks.kinds import make_trainer
+from zoo.train import distributed
 
 pytestmark = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
@@ -68,8 +68,8 @@ def test_a_torchrun_job_trains_one_run_equivalent_to_the_single_process_run(ddp_
     ddp = runs[0]
     assert math.isfinite(ddp.metrics["test_acc"]) and ddp.environment["world_size"] == 2
 
-    single = Trainer(TrainConfig.for_arch("vit", **TRAIN), out=tmp_path, device="cpu",
-                     show_progress=False).run().record
+    single = make_trainer(TrainConfig.for_arch("vit", **TRAIN), out=tmp_path, device="cpu",
+                          show_progress=False).run().record
     assert single.run_id == ddp.run_id  # the same config: the same row, on any number of ranks
     assert "world_size" not in single.environment
     # The same global batches and the gradient of the same global mean: every epoch's training
@@ -179,10 +179,10 @@ def test_without_torchrun_no_distributed_code_runs(tmp_path, monkeypatch):
         monkeypatch.setattr(torch.distributed, name, forbidden)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     config = TrainConfig.for_arch("vit", epochs=2, train_subset=96, batch_size=32)
-    first = Trainer(config, out=tmp_path, device="cpu", show_progress=False)
+    first = make_trainer(config, out=tmp_path, device="cpu", show_progress=False)
     assert first.run_dir.__class__ is RunDir
     assert first.run().record.status == "completed"
-    assert Trainer(config, out=tmp_path, show_progress=False).run().already_done
+    assert make_trainer(config, out=tmp_path, show_progress=False).run().already_done
 
 
 def test_without_torchrun_a_process_is_a_group_of_one():
@@ -221,7 +221,7 @@ def test_ranks_other_than_0_never_write_the_run_folder(tmp_path):
 def test_a_failed_torchrun_job_is_summarized_by_the_ranks_error_not_torchruns_banner():
     stderr = ("zoo rank 1: batch size 33 is not divisible\nTraceback (most recent call last):\n"
               "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
-              "zoo.harness.executors FAILED\n" + "=" * 60 + "\n")
+              "zoo.sweep.executors FAILED\n" + "=" * 60 + "\n")
     assert _torchrun_failure(stderr, 1) == "zoo rank 1: batch size 33 is not divisible"
     assert _torchrun_failure("RuntimeError: boom\n" + "=" * 60, 1) == "RuntimeError: boom"
     assert _torchrun_failure("", -9) == "torchrun exited with status -9"

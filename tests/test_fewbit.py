@@ -9,8 +9,13 @@ import pytest
 import torch
 
 from zoo.errors import ZooError
-from zoo.kernels.fewbit import (approximation_for, grid_edges,
-                                optimal_piecewise_constant, pack, unpack)
+from zoo.kernels.fewbit import (
+    approximation_for,
+    grid_edges,
+    optimal_piecewise_constant,
+    pack,
+    unpack,
+)
 from zoo.registry import ACTS
 from zoo.registry.acts import FORMULAS
 

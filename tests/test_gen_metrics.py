@@ -1,4 +1,4 @@
-"""Generator metrics (zoo.harness.gen_metrics): FID, improved precision/recall, class consistency,
+"""Generator metrics (zoo.tasks.gen_metrics): FID, improved precision/recall, class consistency,
 and the torchmetrics Inception FID (checked offline with a small custom feature module)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooError
-from zoo.harness.gen_metrics import (
+from zoo.tasks.gen_metrics import (
     class_consistency,
     feature_statistics,
     fid,
@@ -172,7 +172,7 @@ def test_a_point_is_not_its_own_nearest_neighbour():
 def test_precision_recall_is_blocked_without_changing_the_result(monkeypatch):
     real, fake = gaussian(150, 8, seed=11), gaussian(120, 8, seed=12, mean=0.3)
     whole = precision_recall(real, fake)
-    monkeypatch.setattr("zoo.harness.gen_metrics.DISTANCE_BLOCK_ELEMENTS", 500)  # ~3 rows a block
+    monkeypatch.setattr("zoo.tasks.gen_metrics.DISTANCE_BLOCK_ELEMENTS", 500)  # ~3 rows a block
     assert precision_recall(real, fake) == whole
 
 

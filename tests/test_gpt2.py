@@ -11,14 +11,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from zoo.build import act_layer_for, check_activations
 from zoo.errors import ZooError
-from zoo.models.activation import act_layer_for
-from zoo.models.build import check_activations
 from zoo.models.context import BuildContext
-from zoo.models.gpt2 import (GPT2, GPT2_SIZES, GPT2Config, hf_gpt2_state_dict_to_zoo,
-                             load_hf_gpt2, small_gpt2)
+from zoo.models.gpt2 import (
+    GPT2,
+    GPT2_SIZES,
+    GPT2Config,
+    hf_gpt2_state_dict_to_zoo,
+    load_hf_gpt2,
+    small_gpt2,
+)
+from zoo.models.structure import residual_blocks, residual_branch_ends
 from zoo.registry import INITS
-from zoo.registry.inits import residual_blocks, residual_branch_ends
 
 VOCAB = 97
 
@@ -54,7 +59,7 @@ def random_hf_gpt2(seed=0, n_positions=16):
 
 def test_logits_equal_hugging_face_gpt2_with_its_weights_mapped():
     hf = random_hf_gpt2()
-    model = GPT2.from_hf(hf).eval()
+    model = GPT2.from_hf(hf, act_layer=act_layer_for("gelu_tanh")).eval()
     assert model.config == GPT2Config(vocab_size=VOCAB, block_size=16, n_layer=3, n_head=4,
                                       n_embd=48)
     check_activations(model, "gelu_tanh")  # HF's "gelu_new" is zoo's gelu_tanh
@@ -65,6 +70,20 @@ def test_logits_equal_hugging_face_gpt2_with_its_weights_mapped():
         assert got.shape == (idx.shape[0], idx.shape[1], VOCAB)
         assert expected.abs().max() > 1  # the comparison is not between near-zero numbers
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_without_an_act_layer_the_checkpoint_keeps_its_own_activation_as_a_torch_module():
+    # model code never looks names up in zoo's registry (as in timm): GPT-2's "gelu_new" is
+    # torch's tanh GELU, and the logits are Hugging Face's
+    hf = random_hf_gpt2(seed=3)
+    model = GPT2.from_hf(hf).eval()
+    acts = [block.mlp.act for block in model.blocks]
+    assert all(isinstance(a, nn.GELU) and a.approximate == "tanh" for a in acts)
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens()), hf(tokens()).logits, atol=1e-5, rtol=0)
+    hf.config.activation_function = "quick_gelu"
+    with pytest.raises(ZooError, match="no activation for the checkpoint's 'quick_gelu'"):
+        GPT2.from_hf(hf)
 
 
 def test_mapped_state_dict_loads_strictly_into_a_model_of_the_same_config():

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from zoo.build import build_model
 from zoo.errors import ZooError
-from zoo.models.build import build_model
 from zoo.registry import ACTS, ARCHS, INITS
 from zoo.registry.inits import ReZeroGate, edge_of_chaos_gain, zero_matrix
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import unit_scaling as uu
 from torch import nn
 
+from zoo.build import build_model
 from zoo.errors import ZooError
-from zoo.models.build import build_model
 from zoo.models.context import BuildContext
 from zoo.registry import INITS
 from zoo.registry.inits_unit import UnitScaledConv2d, unit_lr_scale

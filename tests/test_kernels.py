@@ -16,7 +16,7 @@ import torch
 from zoo.errors import ZooError
 from zoo.kernels import runtime
 from zoo.kernels.cuda_codegen import module_source
-from zoo.kernels.formula import ElementwiseFormula, Param
+from zoo.kernels.formula import ElementwiseFormula
 from zoo.registry import ACTS
 from zoo.registry.acts import FORMULAS
 

@@ -11,19 +11,20 @@ import re
 
 import pytest
 
-from zoo.errors import ZooError
-from zoo.harness import board_stats
-from zoo.harness.leaderboard import (
-    READING_NOTE,
+from zoo.boards import stats as board_stats
+from zoo.boards.classification import READING_NOTE, leaderboard_filename
+from zoo.boards.formatting import (
     format_count,
     format_mean,
     format_mean_std,
     format_p,
     format_signed,
-    leaderboard_filename,
-    render_leaderboards,
 )
-from zoo.harness.results import ResultsStore, RunRecord, protocol_id
+from zoo.boards.render import record_standard_grid, render_leaderboards
+from zoo.errors import ZooError
+from zoo.registry import ACTS
+from zoo.runs.ids import protocol_id
+from zoo.runs.results import ResultsStore, RunRecord
 
 PROTOCOL = {"epochs": 3, "batch_size": 64, "lr": 0.01}
 ENV = {
@@ -84,6 +85,7 @@ def store_with(tmp_path, records, name="results.db", predictions=None) -> Result
 def render_one(tmp_path, records, predictions=None) -> str:
     """The markdown of the one classification or LM board the records make."""
     with store_with(tmp_path, records, predictions=predictions) as store:
+        record_standard_grid(store, ACTS.names())  # as `zoo leaderboard` does
         paths = render_leaderboards(store, tmp_path / "boards")
     (board,) = [p for p in paths if p.suffix == ".md" and p.name != "README.md"]
     return board.read_text(encoding="utf-8")
@@ -252,7 +254,7 @@ def test_holm_adjusts_step_down_in_the_input_order_and_leaves_missing_p_out():
 
 
 def test_the_note_says_p_is_uncorrected_and_the_files_have_holms_p(tmp_path):
-    from zoo.harness.leaderboard import LM_READING_NOTE
+    from zoo.boards.classification import LM_READING_NOTE
 
     for note in (READING_NOTE, LM_READING_NOTE):
         assert "not corrected for multiple comparisons" in note and "0.05·k" in note
@@ -407,7 +409,7 @@ def test_without_a_baseline_row_the_section_says_so_and_shows_no_difference(tmp_
 def test_a_named_protocols_own_baseline_is_used(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from zoo.harness.protocols import PROTOCOLS
+    from zoo.runs.protocols import PROTOCOLS
 
     relu_first = replace(PROTOCOLS["smoke"], baseline={"act": "relu", "init": "default",
                                                        "quant": "none"})
@@ -434,8 +436,8 @@ def test_rows_with_fewer_than_three_seeds_are_marked_and_explained(tmp_path):
 
 def named_protocol(name: str, arch: str, dataset: str) -> dict:
     """The hyperparameters a run under the named protocol stores (what `zoo sweep` trains)."""
-    from zoo.harness.config import TrainConfig
-    from zoo.harness.protocols import PROTOCOLS
+    from zoo.runs.config import TrainConfig
+    from zoo.runs.protocols import PROTOCOLS
 
     return TrainConfig.for_arch(arch, **PROTOCOLS[name].overrides(arch, dataset)).protocol()
 
@@ -648,8 +650,7 @@ def test_the_plot_draws_the_stored_learning_curves(tmp_path):
 
 
 def test_with_many_variants_the_curves_are_the_baseline_and_the_best_and_worst_four(tmp_path):
-    from zoo.harness.board_plots import curve_rows
-    from zoo.harness.leaderboard import board_sections
+    from zoo.boards.classification import board_sections, curve_rows
 
     runs = [curve_run(f"a{k:02d}", f"a{k:02d}", 0, 0.5 + k / 100, [0.5]) for k in range(12)]
     runs.append(curve_run("gelu", "gelu", 0, 0.555, [0.5]))

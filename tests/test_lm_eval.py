@@ -18,16 +18,15 @@ pytest.importorskip("lm_eval")
 
 from lm_eval.api.instance import Instance  # noqa: E402
 
+from zoo.build import act_layer_for  # noqa: E402
 from zoo.cli import main  # noqa: E402
+from zoo.data.text.streams import sequential_windows  # noqa: E402
+from zoo.data.text.tokenizer import ByteTokenizer, train_bpe  # noqa: E402
 from zoo.errors import ZooError  # noqa: E402
-from zoo.harness.config import TrainConfig  # noqa: E402
-from zoo.harness.lm_eval_adapter import (ZooLM, load_run_lm, local_tasks,  # noqa: E402
-                                         run_lm_eval, task_manager)
-from zoo.harness.text.streams import sequential_windows  # noqa: E402
-from zoo.harness.text.tokenizer import ByteTokenizer, train_bpe  # noqa: E402
+from zoo.evaluate.lm_eval import ZooLM, load_run_lm, local_tasks, run_lm_eval, task_manager  # noqa: E402
 from zoo.lm_tasks import DATA_DIR, TASKS_DIR  # noqa: E402
-from zoo.models.activation import act_layer_for  # noqa: E402
 from zoo.models.gpt2 import GPT2, small_gpt2  # noqa: E402
+from zoo.runs.config import TrainConfig  # noqa: E402
 
 BLOCK = 32  # the parity models' context
 

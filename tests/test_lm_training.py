@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
+from zoo.boards.render import render_leaderboards
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.harness.config import TrainConfig
-from zoo.harness.leaderboard import render_leaderboards
-from zoo.harness.lm_task import LanguageModeling, RandomWindowBatches
-from zoo.harness.results import ResultsStore
-from zoo.harness.train import Trainer
+from zoo.runs.config import TrainConfig
+from zoo.runs.results import ResultsStore
+from zoo.tasks.kinds import make_trainer
+from zoo.tasks.language import LanguageModeling, RandomWindowBatches
 
 QUICK = dict(epochs=2, steps_per_epoch=4, batch_size=8, block_size=32, warmup_epochs=0.5,
              dataset="shakespeare_excerpt")
@@ -33,7 +33,7 @@ def shakespeare_excerpt():
     small enough that evaluating a whole split takes a moment."""
     import datasets
 
-    from zoo.harness.text import load_text_dataset
+    from zoo.data.text import load_text_dataset
     from zoo.registry import DATASETS
 
     full = load_text_dataset("shakespeare")
@@ -62,7 +62,7 @@ def test_the_gpt2_recipe_trains_a_nano_model_on_shakespeare_bytes():
 
 
 def test_a_short_run_learns_and_records_bits_per_byte(tmp_path):
-    outcome = Trainer(quick_config(), out=tmp_path, show_progress=False).run()
+    outcome = make_trainer(quick_config(), out=tmp_path, show_progress=False).run()
     m = outcome.record.metrics
     # A uniform guess over 257 symbols costs log2(257) = 8.006 bits per byte; 8 steps learn
     # the byte frequencies at least.
@@ -80,8 +80,8 @@ def test_a_short_run_learns_and_records_bits_per_byte(tmp_path):
 
 
 def test_the_same_seed_gives_the_same_result(tmp_path):
-    a = Trainer(quick_config(), out=tmp_path / "a", show_progress=False).run().record.metrics
-    b = Trainer(quick_config(), out=tmp_path / "b", show_progress=False).run().record.metrics
+    a = make_trainer(quick_config(), out=tmp_path / "a", show_progress=False).run().record.metrics
+    b = make_trainer(quick_config(), out=tmp_path / "b", show_progress=False).run().record.metrics
     for key in ("val_bpb", "test_bpb", "train_loss"):
         assert a[key] == b[key]
 
@@ -120,7 +120,7 @@ def test_evaluation_scores_every_token_of_the_split_once():
 
 def test_the_leaderboard_ranks_language_models_by_bits_per_byte(tmp_path):
     for act in ("gelu_tanh", "relu"):
-        Trainer(quick_config(act=act), out=tmp_path, show_progress=False).run()
+        make_trainer(quick_config(act=act), out=tmp_path, show_progress=False).run()
     with ResultsStore(tmp_path / "results.sqlite") as store:
         render_leaderboards(store, tmp_path / "boards")
     board = tmp_path / "boards" / "shakespeare_excerpt-gpt2.md"
@@ -161,7 +161,7 @@ def test_the_embedded_corpus_trains_end_to_end(tmp_path):
     """The real corpus (5 MB) once: prepared, trained a few steps, evaluated on whole plays."""
     config = TrainConfig.for_arch("gpt2", epochs=1, steps_per_epoch=2, batch_size=4,
                                   block_size=64)
-    m = Trainer(config, out=tmp_path, show_progress=False).run().record.metrics
+    m = make_trainer(config, out=tmp_path, show_progress=False).run().record.metrics
     assert 6 < m["test_bpb"] < 8.1  # two steps: barely better than uniform
 
 
@@ -171,7 +171,7 @@ def test_a_config_mixing_model_and_data_kinds_is_refused():
 
 
 def test_bench_harness_times_zoo_against_nanogpts_loop_in_tokens_per_second(capsys):
-    from zoo.harness.bench import bench_harness
+    from zoo.tools.bench import bench_harness
 
     result = bench_harness("gpt2", dataset="shakespeare_excerpt", batch_size=4, epochs=1,
                            repeats=1, device="cpu", steps_per_epoch=3)
@@ -182,9 +182,9 @@ def test_bench_harness_times_zoo_against_nanogpts_loop_in_tokens_per_second(caps
 
 
 def test_eval_reproduces_a_language_models_stored_bits_per_byte(tmp_path, capsys):
-    from zoo.harness.evaluate import evaluate_run
+    from zoo.evaluate.stored import evaluate_run
 
-    outcome = Trainer(quick_config(), out=tmp_path, show_progress=False).run()
+    outcome = make_trainer(quick_config(), out=tmp_path, show_progress=False).run()
     report = evaluate_run(outcome.record.run_id, out=tmp_path, device="cpu")
     assert report["test_bpb"] == pytest.approx(outcome.record.metrics["test_bpb"], rel=1e-9)
     assert report["stored_test_bpb"] == outcome.record.metrics["test_bpb"]
@@ -193,11 +193,11 @@ def test_eval_reproduces_a_language_models_stored_bits_per_byte(tmp_path, capsys
 
 
 def test_post_training_quantization_of_a_language_model_reports_bits_per_byte(tmp_path):
-    from zoo.harness.ptq import PTQSession
-    from zoo.harness.quant_leaderboard import quant_boards
-    from zoo.harness.results import ResultsStore
+    from zoo.boards.quant import quant_boards
+    from zoo.evaluate.ptq import PTQSession
+    from zoo.runs.results import ResultsStore
 
-    outcome = Trainer(quick_config(), out=tmp_path, show_progress=False).run()
+    outcome = make_trainer(quick_config(), out=tmp_path, show_progress=False).run()
     session = PTQSession(outcome.record.run_id, out=tmp_path, device="cpu")
     record = session.evaluate("w8a8")
     m = record.metrics

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import pytest
 
+from zoo.boards.classification import leaderboard_markdown
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.harness.config import TrainConfig
-from zoo.harness.leaderboard import leaderboard_markdown
-from zoo.harness.lr_tuning import parse_scales, pick
-from zoo.harness.results import ResultsStore, protocol_id
-from zoo.harness.train import make_optimizer
+from zoo.runs.config import TrainConfig
+from zoo.runs.ids import protocol_id
+from zoo.runs.lr_tuning import parse_scales, pick
+from zoo.runs.results import ResultsStore
+from zoo.train.trainer import make_optimizer
 
 
 def test_multiples_parse_sorted_and_bad_lists_are_one_line_errors():

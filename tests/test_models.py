@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from zoo.build import build_model, check_activations
 from zoo.errors import ZooError
 from zoo.models.activation import Activation
-from zoo.models.build import build_model, check_activations
 from zoo.models.timm_models import vit_patch_size
 from zoo.registry import ACTS, ARCHS, INITS
 

@@ -10,8 +10,14 @@ import torch
 from torch.nn import functional as F
 
 from zoo.errors import ZooError
-from zoo.models.msvq import (MSVQConfig, MultiScaleVQ, default_downsample, default_scales,
-                             msvq_config, reconstruction_by_scales)
+from zoo.models.msvq import (
+    MSVQConfig,
+    MultiScaleVQ,
+    default_downsample,
+    default_scales,
+    msvq_config,
+    reconstruction_by_scales,
+)
 from zoo.registry.inits import residual_blocks
 
 # 8x8 digits, downsample 2 -> a 4x4 latent, scales (1, 2, 3, 4): 30 tokens an image.

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from zoo.cli import main
-from zoo.harness.probe import ProbeResult, effective_rank, probe_model, probe_run, write_probe
 from zoo.models.activation import Activation
+from zoo.tools.probe import ProbeResult, effective_rank, probe_model, probe_run, write_probe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -85,7 +85,7 @@ def test_effective_rank_counts_equally_strong_directions():
 # --- Real models --------------------------------------------------------------------------------
 
 def test_vit_at_default_init_has_finite_positive_gradients_in_depth_order():
-    from zoo.models.build import build_model
+    from zoo.build import build_model
 
     result = probe_run("vit", batch_size=32, device="cpu")
     rows = result.rows
@@ -106,7 +106,7 @@ def test_vit_at_default_init_has_finite_positive_gradients_in_depth_order():
 
 
 def test_probe_run_is_deterministic_and_caps_the_batch_at_the_training_split():
-    from zoo.harness.data import load_dataset
+    from zoo.data.images import load_dataset
 
     first, second = (probe_run("resnet", batch_size=10**6, device="cpu") for _ in range(2))
     assert first.rows == second.rows

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from zoo.harness.board_files import BENCH_FILES, REGENERATE
-from zoo.harness.leaderboard import render_leaderboards
-from zoo.harness.results import ResultsStore
+from zoo.boards.files import BENCH_FILES, REGENERATE
+from zoo.boards.render import render_leaderboards
+from zoo.runs.results import ResultsStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = ROOT / "results" / "results.sqlite"
@@ -25,14 +25,14 @@ def fresh(tmp_path_factory):
     if not DATABASE.is_file():
         pytest.skip("no published results in this checkout")
     tmp = tmp_path_factory.mktemp("published")
-    readonly = tmp / "results.sqlite"
-    readonly.write_bytes(DATABASE.read_bytes())  # never touch the committed file
+    copy = tmp / "results.sqlite"
+    copy.write_bytes(DATABASE.read_bytes())  # never touch the committed file
     out = tmp / "leaderboards"
     for bench_page in BENCH_FILES:  # the index lists them if committed
         if (PUBLISHED / bench_page).is_file():
             out.mkdir(exist_ok=True)
             (out / bench_page).write_text("written by zoo bench\n")
-    with ResultsStore(readonly) as store:
+    with ResultsStore(copy) as store:
         rendered = render_leaderboards(store, out)
     return out, rendered
 

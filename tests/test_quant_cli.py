@@ -11,11 +11,12 @@ import re
 
 import pytest
 
+from zoo.boards.render import render_leaderboards
 from zoo.cli import main
-from zoo.harness.config import TrainConfig
-from zoo.harness.leaderboard import render_leaderboards
-from zoo.harness.results import ResultsStore, RunRecord, protocol_id
-from zoo.harness.train import Trainer
+from zoo.runs.config import TrainConfig
+from zoo.runs.ids import protocol_id
+from zoo.runs.results import ResultsStore, RunRecord
+from zoo.tasks.kinds import make_trainer
 
 QUICK = dict(epochs=2, train_subset=256)
 
@@ -24,8 +25,8 @@ QUICK = dict(epochs=2, train_subset=256)
 def float_runs(tmp_path_factory):
     """Two seeds of a small float vit, trained once for the module."""
     out = tmp_path_factory.mktemp("runs")
-    ids = [Trainer(TrainConfig.for_arch("vit", act="gelu", seed=seed, **QUICK), out=out,
-                   show_progress=False).run().record.run_id for seed in (0, 1)]
+    ids = [make_trainer(TrainConfig.for_arch("vit", act="gelu", seed=seed, **QUICK), out=out,
+                        show_progress=False).run().record.run_id for seed in (0, 1)]
     return out, ids
 
 
@@ -79,7 +80,7 @@ def test_the_quant_board_shows_float_ptq_and_qat_rows(float_runs, tmp_path, caps
     out, ids = float_runs
     assert main(["quant-sweep", *ids, "--out", str(out), "--quants", "int8-wo,mxfp4"]) == 0
     qat = TrainConfig.for_arch("vit", act="gelu", quant="int4-g32", qat=True, **QUICK)
-    Trainer(qat, out=out, show_progress=False).run()
+    make_trainer(qat, out=out, show_progress=False).run()
     assert main(["leaderboard", "--out", str(out), "--to", str(tmp_path / "boards")]) == 0
     board = (tmp_path / "boards" / "quant-digits-vit.md").read_text()
     assert "| gelu | default | none | float |" in board
@@ -209,7 +210,7 @@ def test_the_quant_boards_files_are_the_same_bytes_on_every_render(tmp_path):
 
 def test_qat_trains_and_its_checkpoint_evaluates_to_the_stored_result(tmp_path, capsys):
     config = TrainConfig.for_arch("vit", act="golu", quant="w4a4-hadamard", qat=True, **QUICK)
-    record = Trainer(config, out=tmp_path, show_progress=False).run().record
+    record = make_trainer(config, out=tmp_path, show_progress=False).run().record
     assert record.status == "completed" and record.metrics["test_acc"] > 0.15
     assert record.config["config"]["qat"] is True
     assert 4 < record.metrics["bits_per_weight"] < 4.5
@@ -241,18 +242,18 @@ def test_ptq_refuses_qat_runs_and_the_float_format(float_runs, tmp_path, capsys)
         capsys, main(["eval", run_id, "--out", str(out), "--quant-param", "skip=last"]))
     config = TrainConfig.for_arch("vit", act="relu", quant="int8-wo", qat=True, epochs=1,
                                   train_subset=64)
-    qat_id = Trainer(config, out=tmp_path, show_progress=False).run().record.run_id
+    qat_id = make_trainer(config, out=tmp_path, show_progress=False).run().record.run_id
     assert "starts from a float run" in one_line_error(
         capsys, main(["eval", qat_id, "--out", str(tmp_path), "--quant", "int4-g32"]))
 
 
 def test_differences_are_signed_and_zero_is_never_negative():
-    from zoo.harness.quant_leaderboard import _signed
+    from zoo.boards.quant import signed_interval
 
-    assert _signed("0.12 ± 0.21") == "+0.12 ± 0.21"
-    assert _signed("-0.12 ± 0.21") == "-0.12 ± 0.21"
-    assert _signed("-0.00 ± 0.37") == "+0.00 ± 0.37"
-    assert _signed("—") == "—"
+    assert signed_interval("0.12 ± 0.21") == "+0.12 ± 0.21"
+    assert signed_interval("-0.12 ± 0.21") == "-0.12 ± 0.21"
+    assert signed_interval("-0.00 ± 0.37") == "+0.00 ± 0.37"
+    assert signed_interval("—") == "—"
 
 
 def test_bench_quant_times_the_reference_against_the_copy_on_cpu(capsys, tmp_path):

@@ -11,8 +11,17 @@ import torch
 
 from zoo.quant import formats
 from zoo.quant.formats import FP8_E4M3, FP8_E5M2, INT8_CHANNEL, MXFP4, NVFP4, Format, int_group
-from zoo.quant.minifloat import E1M2, E2M1, E3M0, E4M3, E5M2, decode, e8m0_exponent, encode, \
-    round_to
+from zoo.quant.minifloat import (
+    E1M2,
+    E2M1,
+    E3M0,
+    E4M3,
+    E5M2,
+    decode,
+    e8m0_exponent,
+    encode,
+    round_to,
+)
 
 ALL_FORMATS = {
     "int8 channel": INT8_CHANNEL, "int8 tensor": Format("int", 8, "tensor"),

@@ -1,4 +1,4 @@
-"""The quantization kernels (zoo.kernels.quant_cuda) against the PyTorch reference
+"""The quantization kernels (zoo.quant.cuda) against the PyTorch reference
 (zoo.quant.formats, zoo.quant.minifloat): bitwise equality is expected everywhere.
 
 Without a GPU:
@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.kernels import quant_cuda, runtime
+from zoo.kernels import runtime
+from zoo.quant import cuda as quant_cuda
 from zoo.quant import formats
 from zoo.quant.formats import FP8_E4M3, FP8_E5M2, INT8_CHANNEL, MXFP4, NVFP4, Format, int_group
 from zoo.quant.minifloat import E4M3, E5M2, FP4_VARIANTS, decode, e8m0_exponent, encode, round_to
@@ -698,7 +699,7 @@ def test_what_the_kernels_do_not_take_is_a_value_error():
 
 
 def test_the_benchmark_runs_on_the_cpu_without_kernels():
-    from zoo.harness.quant_bench import bench_quant, quant_bench_environment, quant_bench_markdown
+    from zoo.tools.quant_bench import bench_quant, quant_bench_environment, quant_bench_markdown
 
     fmts = {"int8": INT8_CHANNEL, "nvfp4": NVFP4}
     rows = bench_quant(fmts, numel=2 * 4096, device="cpu", dtype=torch.float32,

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.build import build_model
 from zoo.errors import ZooError
-from zoo.models.build import build_model
 from zoo.models.context import BuildContext
 from zoo.quant import formats
 from zoo.quant.apply import quantize_model, size_report, target_layers

@@ -8,12 +8,12 @@ import subprocess
 import pytest
 import torch
 
+from zoo.build import build_model, check_activations
 from zoo.errors import ZooError
 from zoo.kernels import runtime
 from zoo.kernels.rational import INITS, TARGETS, fit_coefficients, group_rational, rational
 from zoo.kernels.rational_cuda import SOURCE, rational_grads
 from zoo.models.activation import GroupRational
-from zoo.models.build import build_model, check_activations
 
 GPU = torch.cuda.is_available() and runtime.cupy_or_none() is not None
 GRID = torch.linspace(-3, 3, 4001, dtype=torch.float64)

@@ -11,18 +11,18 @@ import pytest
 import torch
 from torch import nn
 
+from zoo.build import build_model, check_activations
 from zoo.cli import main
+from zoo.data.images import ShiftFlip, ShuffledBatches
 from zoo.errors import ZooError
-from zoo.harness.config import TrainConfig
-from zoo.harness.data import ShiftFlip, ShuffledBatches
-from zoo.harness.results import ResultsStore
-from zoo.harness.sweep import Grid
-from zoo.harness.tasks import evaluate
-from zoo.harness.train import Trainer, lr_schedule, make_optimizer
-from zoo.models.build import build_model, check_activations
 from zoo.models.timm_models import StagedResNet, small_resnet
 from zoo.registry import ACTS, ARCHS, INITS
 from zoo.registry.inits import gaussian_moments
+from zoo.runs.config import TrainConfig
+from zoo.sweep.grid import Grid
+from zoo.tasks.classify import evaluate
+from zoo.tasks.kinds import make_trainer
+from zoo.train.trainer import Trainer, lr_schedule, make_optimizer
 
 TINY = dict(epochs=2, train_subset=256, batch_size=32, warmup_epochs=0.5)
 
@@ -167,7 +167,7 @@ def test_with_an_ema_the_average_is_evaluated_and_checkpointed_and_resume_gives_
         tmp_path, monkeypatch):
     config = TrainConfig.for_arch("resnet", act="relu", ema=0.9, epochs=3, **{
         k: v for k, v in TINY.items() if k != "epochs"})
-    reference = Trainer(config, out=tmp_path / "reference", show_progress=False).run()
+    reference = make_trainer(config, out=tmp_path / "reference", show_progress=False).run()
 
     # a run that stops right after its second checkpoint, as a crash would, then resumes
     original = Trainer._checkpoint
@@ -179,22 +179,22 @@ def test_with_an_ema_the_average_is_evaluated_and_checkpointed_and_resume_gives_
 
     monkeypatch.setattr(Trainer, "_checkpoint", crash_after_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(config, out=tmp_path / "resumed", show_progress=False).run()
+        make_trainer(config, out=tmp_path / "resumed", show_progress=False).run()
     monkeypatch.setattr(Trainer, "_checkpoint", original)
-    resumed = Trainer(config, out=tmp_path / "resumed", show_progress=False).run()
+    resumed = make_trainer(config, out=tmp_path / "resumed", show_progress=False).run()
     assert resumed.resumed_from == 2
     for key in ("test_acc", "test_loss", "val_acc", "train_loss"):
         assert resumed.record.metrics[key] == reference.record.metrics[key]
 
     # the checkpointed model is the average, not the trainer's weights
-    from zoo.harness.rundir import RunDir
+    from zoo.runs.rundir import RunDir
 
     run = RunDir(reference.run_dir.path)
     checkpoint = run.load_checkpoint()
     trained = checkpoint.trainer_state["train_weights"]
     name = next(k for k, v in trained.items() if v.dtype.is_floating_point and v.ndim == 4)
     assert not torch.equal(checkpoint.model_state[name], trained[name])
-    from zoo.harness.evaluate import evaluate_run
+    from zoo.evaluate.stored import evaluate_run
 
     assert evaluate_run(run.path, device="cpu")["test_acc"] == reference.record.metrics["test_acc"]
 
@@ -278,7 +278,7 @@ def test_the_standard_grid_adds_each_activations_companion_init():
 
 
 def test_a_sweep_worker_loads_a_data_set_once_for_all_its_runs():
-    from zoo.harness.tasks import keep_loaded_data, load_data
+    from zoo.tasks.classify import keep_loaded_data, load_data
 
     config = TrainConfig.for_arch("vit", train_subset=100)
     assert load_data(config, torch.device("cpu")) is not load_data(config, torch.device("cpu"))

@@ -7,8 +7,7 @@ import textwrap
 import pytest
 
 from zoo.errors import ZooError
-from zoo.registry import ACTS, ARCHS, DATASETS, INITS, QUANTS, find, registry_for
-from zoo.registry import plugins
+from zoo.registry import ACTS, ARCHS, DATASETS, INITS, QUANTS, find, plugins, registry_for
 from zoo.registry.core import Registry
 
 

@@ -12,13 +12,8 @@ import time
 import pytest
 
 from zoo.errors import ZooError
-from zoo.harness.results import (
-    SCHEMA_VERSION,
-    ResultsStore,
-    RunRecord,
-    protocol_id,
-    utc_now,
-)
+from zoo.runs.ids import protocol_id
+from zoo.runs.results import SCHEMA_VERSION, ResultsStore, RunRecord, utc_now
 
 PROTOCOL = {"epochs": 3, "batch_size": 64, "lr": 0.01, "weight_decay": 0.05, "warmup": 1}
 

@@ -17,12 +17,11 @@ import pytest
 import torch
 
 from zoo.cli import main
-from zoo.harness import submission
-from zoo.harness.results import ResultsStore, RunRecord, utc_now
-from zoo.harness.train import results_path
 from zoo.kernels import runtime
 from zoo.registry import ACTS, REGISTRIES, plugins
 from zoo.registry.acts import FORMULAS
+from zoo.runs.results import ResultsStore, RunRecord, results_path, utc_now
+from zoo.sweep import submission
 
 GPU = torch.cuda.is_available() and runtime.cupy_or_none() is not None
 PARITY = "kernel parity: passed" if GPU else "kernel parity: skipped (no GPU)"

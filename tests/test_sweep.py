@@ -18,12 +18,13 @@ from rich.console import Console
 
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.harness.executors import JobResult
-from zoo.harness.protocols import PROTOCOLS, get_protocol, protocol_name_for
-from zoo.harness.results import ResultsStore, protocol_id
-from zoo.harness.sweep import Grid, plan
-from zoo.harness.sweep_runner import SweepDisplay, SweepState, run_jobs
 from zoo.registry import ACTS
+from zoo.runs.ids import protocol_id
+from zoo.runs.protocols import PROTOCOLS, get_protocol, protocol_name_for
+from zoo.runs.results import ResultsStore
+from zoo.sweep.executors import JobResult
+from zoo.sweep.grid import Grid, plan
+from zoo.sweep.runner import SweepDisplay, SweepState, run_jobs
 
 SMOKE = ["sweep", "--protocol", "smoke", "--archs", "vit", "--datasets", "digits",
          "--threads", "1"]
@@ -233,7 +234,7 @@ def test_a_worker_that_dies_fails_its_run_and_a_fresh_pool_runs_the_rest(
 def test_a_killed_sweep_resumes_its_interrupted_run_from_the_checkpoint(tmp_path, capsys):
     plugin = tmp_path / "long_protocol.py"
     plugin.write_text(
-        "from zoo.harness.protocols import PROTOCOLS, Protocol, register_protocol\n"
+        "from zoo.runs.protocols import PROTOCOLS, Protocol, register_protocol\n"
         "if 'test-long' not in PROTOCOLS:\n"
         "    register_protocol(Protocol('test-long', 'a few epochs for a resume test',\n"
         "        budgets={('*', '*'): {'epochs': 4, 'train_subset': 512, 'eval_subset': 128,\n"
@@ -301,7 +302,7 @@ def test_the_log_counts_runs_in_flight_after_the_freed_slot_is_refilled():
 
 
 def test_the_summary_reports_how_well_the_sweep_used_the_machine(monkeypatch):
-    import zoo.harness.sweep_runner as runner
+    import zoo.sweep.runner as runner
 
     monkeypatch.setattr(runner.time, "monotonic", lambda: 100.0)
     state = SweepState(total=3, skipped=0, started=0.0)  # started 100 s ago
@@ -315,7 +316,7 @@ def test_the_summary_reports_how_well_the_sweep_used_the_machine(monkeypatch):
 
 
 def test_a_resumed_run_counts_only_the_epochs_it_trained_now():
-    from zoo.harness.executors import trained_here
+    from zoo.sweep.executors import trained_here
 
     assert trained_here({"train_time_s": 100.0, "epochs_done": 4}, resumed_from=3) == 25.0
     assert trained_here({"train_time_s": 100.0, "epochs_done": 4}, resumed_from=0) == 100.0
@@ -343,7 +344,7 @@ def test_the_ray_executor_runs_a_grid_on_a_local_ray_instance(tmp_path):
 
 
 def test_the_ray_executor_without_ray_installed_is_a_one_line_error(monkeypatch):
-    from zoo.harness.executors import make_executor
+    from zoo.sweep.executors import make_executor
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if `pip install 'zoo-bench[ray]'` never ran
     with pytest.raises(ZooError, match=r"needs Ray: pip install 'zoo-bench\[ray\]'"):
@@ -351,8 +352,8 @@ def test_the_ray_executor_without_ray_installed_is_a_one_line_error(monkeypatch)
 
 
 def test_every_architecture_has_a_valid_quick_budget_on_every_data_set_it_takes():
-    from zoo.harness.config import TrainConfig
     from zoo.registry import ARCHS, DATASETS
+    from zoo.runs.config import TrainConfig
 
     quick = get_protocol("quick")
     for arch in ARCHS.names():

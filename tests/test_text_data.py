@@ -1,4 +1,4 @@
-"""Text corpora, tokenizers and memory-mapped token streams (zoo.harness.text).
+"""Text corpora, tokenizers and memory-mapped token streams (zoo.data.text).
 
 The Shakespeare streams are prepared once per session (byte and bpe-4096) in a temporary cache;
 the hub corpora are tested with `datasets.load_dataset` replaced by small local data sets.
@@ -14,14 +14,24 @@ import numpy as np
 import pytest
 import torch
 
+from zoo.data.text import (
+    IGNORE_INDEX,
+    ByteTokenizer,
+    bits_per_byte,
+    cache_root,
+    get_tokenizer,
+    load_text_dataset,
+    open_streams,
+    perplexity,
+    prepare_token_streams,
+    random_windows,
+    sequential_windows,
+    train_bpe,
+)
+from zoo.data.text import streams as streams_module
 from zoo.errors import ZooError
-from zoo.harness.text import (IGNORE_INDEX, ByteTokenizer, bits_per_byte, cache_root,
-                              get_tokenizer, load_text_dataset, open_streams, perplexity,
-                              prepare_token_streams, random_windows, sequential_windows,
-                              train_bpe)
-from zoo.harness.text import shakespeare as shakespeare_module
-from zoo.harness.text import streams as streams_module
 from zoo.registry import DATASETS
+from zoo.sources import shakespeare as shakespeare_module
 
 VALIDATION = ["Richard II", "Twelfth Night"]
 TEST = ["Macbeth", "The Tempest"]
@@ -268,8 +278,8 @@ def test_bpe_is_cached_and_reused(bpe_streams, cache, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr("zoo.harness.text.tokenizer.train_bpe", no_training)
-    monkeypatch.setattr("zoo.harness.text.tokenizer.load_text_dataset", lambda name: pytest.fail())
+    monkeypatch.setattr("zoo.data.text.tokenizer.train_bpe", no_training)
+    monkeypatch.setattr("zoo.data.text.tokenizer.load_text_dataset", lambda name: pytest.fail())
     # Same folder whether the default vocab size is given or not.
     again = prepare_token_streams("shakespeare", "bpe", cache_dir=cache, vocab_size=4096)
     assert again.path == bpe_streams.path

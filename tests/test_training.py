@@ -14,12 +14,12 @@ import torch
 
 from zoo.cli import main
 from zoo.errors import RunDiverged, ZooError
-from zoo.harness.config import TrainConfig
-from zoo.harness.evaluate import evaluate_run
-from zoo.harness.results import ResultsStore
-from zoo.harness.train import Trainer
+from zoo.evaluate.stored import evaluate_run
 from zoo.models.activation import Activation
 from zoo.registry import ACTS
+from zoo.runs.config import TrainConfig
+from zoo.runs.results import ResultsStore
+from zoo.tasks.kinds import make_trainer
 
 QUICK = dict(epochs=3, train_subset=512, batch_size=16, warmup_epochs=0.5, lr=2e-3)
 
@@ -29,7 +29,7 @@ def quick_config(**overrides) -> TrainConfig:
 
 
 def test_a_short_run_writes_config_metrics_checkpoint_environment_and_a_result_row(tmp_path):
-    outcome = Trainer(quick_config(), out=tmp_path / "runs", show_progress=False).run()
+    outcome = make_trainer(quick_config(), out=tmp_path / "runs", show_progress=False).run()
     run = outcome.run_dir.path
     assert {"config.json", "environment.json", "metrics.jsonl", "checkpoint.json",
             "result.json"} <= {p.name for p in run.iterdir()}
@@ -47,15 +47,15 @@ def test_a_short_run_writes_config_metrics_checkpoint_environment_and_a_result_r
 
 
 def test_the_same_seed_gives_the_same_metrics_on_cpu(tmp_path):
-    a = Trainer(quick_config(), out=tmp_path / "a", show_progress=False).run().record.metrics
-    b = Trainer(quick_config(), out=tmp_path / "b", show_progress=False).run().record.metrics
+    a = make_trainer(quick_config(), out=tmp_path / "a", show_progress=False).run().record.metrics
+    b = make_trainer(quick_config(), out=tmp_path / "b", show_progress=False).run().record.metrics
     for key in ("test_acc", "test_loss", "val_acc", "train_loss"):
         assert a[key] == b[key]
 
 
 def test_rerunning_a_finished_run_returns_the_stored_result_without_training(tmp_path):
-    first = Trainer(quick_config(), out=tmp_path, show_progress=False).run()
-    again = Trainer(quick_config(), out=tmp_path, show_progress=False).run()
+    first = make_trainer(quick_config(), out=tmp_path, show_progress=False).run()
+    again = make_trainer(quick_config(), out=tmp_path, show_progress=False).run()
     assert again.already_done and again.record.metrics == first.record.metrics
 
 
@@ -97,7 +97,7 @@ def exploding_act():
 
 
 def test_a_non_finite_loss_stops_the_run_and_records_it_as_diverged(tmp_path, exploding_act):
-    trainer = Trainer(quick_config(act=exploding_act), out=tmp_path, show_progress=False)
+    trainer = make_trainer(quick_config(act=exploding_act), out=tmp_path, show_progress=False)
     with pytest.raises(RunDiverged, match="diverged"):
         trainer.run()
     with ResultsStore(tmp_path / "results.sqlite") as store:
@@ -114,16 +114,16 @@ def test_a_diverged_run_exits_non_zero_from_the_cli(tmp_path, exploding_act, cap
 
 def test_eval_reproduces_the_stored_test_accuracy(tmp_path):
     config = TrainConfig.for_arch("resnet", epochs=1, train_subset=128)
-    outcome = Trainer(config, out=tmp_path, show_progress=False).run()
+    outcome = make_trainer(config, out=tmp_path, show_progress=False).run()
     report = evaluate_run(outcome.record.run_id, out=tmp_path, device="cpu")
     assert report["epoch"] == 1
     assert report["test_acc"] == outcome.record.metrics["test_acc"] == report["stored_test_acc"]
 
 
 def test_two_processes_cannot_train_the_same_run_at_once(tmp_path):
-    trainer = Trainer(quick_config(), out=tmp_path, show_progress=False)
+    trainer = make_trainer(quick_config(), out=tmp_path, show_progress=False)
     with trainer.run_dir.exclusive():
-        other = Trainer(quick_config(), out=tmp_path, show_progress=False)
+        other = make_trainer(quick_config(), out=tmp_path, show_progress=False)
         with pytest.raises(ZooError, match="is being trained by process"):
             other.run()
     assert trainer.run().record.status == "completed"  # the lock is released afterwards
@@ -133,7 +133,7 @@ def test_two_processes_cannot_train_the_same_run_at_once(tmp_path):
 
 
 def test_every_epoch_records_weight_change_massive_activations_and_feature_rank(tmp_path):
-    outcome = Trainer(quick_config(), out=tmp_path, show_progress=False).run()
+    outcome = make_trainer(quick_config(), out=tmp_path, show_progress=False).run()
     run = outcome.run_dir.path
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     model_weights = {"blocks.0.attn.qkv.weight", "blocks.3.mlp.fc2.weight", "head.weight"}
@@ -150,9 +150,9 @@ def test_every_epoch_records_weight_change_massive_activations_and_feature_rank(
 
 
 def test_the_test_predictions_are_stored_and_match_the_test_accuracy(tmp_path):
-    from zoo.harness.data import load_dataset, to_device_tensors
+    from zoo.data.images import load_dataset, to_device_tensors
 
-    outcome = Trainer(quick_config(), out=tmp_path, show_progress=False).run()
+    outcome = make_trainer(quick_config(), out=tmp_path, show_progress=False).run()
     with ResultsStore(tmp_path / "results.sqlite") as store:
         split, predicted = store.predictions([outcome.record.run_id])[outcome.record.run_id]
     labels = to_device_tensors(load_dataset("digits"), "digits", torch.device("cpu")).test[1]
@@ -183,8 +183,8 @@ def frozen_head_init():
 
 def test_an_inits_training_rule_sets_learning_rates_and_runs_after_every_step(
         tmp_path, frozen_head_init):
-    outcome = Trainer(quick_config(init="frozen_head_test", weight_decay=0.0), out=tmp_path,
-                      show_progress=False).run()
+    outcome = make_trainer(quick_config(init="frozen_head_test", weight_decay=0.0), out=tmp_path,
+                           show_progress=False).run()
     change = outcome.record.metrics
     rows = [json.loads(line) for line in (outcome.run_dir.path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["weight_change"]["head.weight"] == 0.0  # lr scale 0: never moved
@@ -195,16 +195,16 @@ def test_an_inits_training_rule_sets_learning_rates_and_runs_after_every_step(
 
 
 def test_tvr_keeps_block_weights_at_the_target_std_during_training(tmp_path):
-    from zoo.harness.rundir import RunDir
+    from zoo.runs.rundir import RunDir
 
     config = quick_config(init="lir", init_params={"tvr_std": 0.02, "tvr_interval": 1},
                           lr=2e-2)  # a high lr that would grow the weights
-    outcome = Trainer(config, out=tmp_path, show_progress=False).run()
+    outcome = make_trainer(config, out=tmp_path, show_progress=False).run()
     _, state = RunDir(outcome.run_dir.path).load_model_state()
     for name in ("blocks.0.attn.qkv.weight", "blocks.3.mlp.fc2.weight"):
         assert state[name].std().item() <= 1.2 * 0.02 + 1e-6
     untouched = quick_config(init="lir", lr=2e-2)  # LIR alone lets them grow
-    _, free = RunDir(Trainer(untouched, out=tmp_path, show_progress=False).run().run_dir.path
+    _, free = RunDir(make_trainer(untouched, out=tmp_path, show_progress=False).run().run_dir.path
                      ).load_model_state()
     assert free["blocks.0.attn.qkv.weight"].std().item() > 1.2 * 0.02
 
@@ -222,7 +222,7 @@ def test_eval_subset_validates_and_tests_on_the_first_examples_and_is_part_of_th
     subset = quick_config(eval_subset=100)
     assert "eval_subset" not in whole.protocol() and "eval_subset" not in whole.to_dict()
     assert subset.protocol()["eval_subset"] == 100 and subset.run_id() != whole.run_id()
-    record = Trainer(subset, out=tmp_path, show_progress=False).run().record
+    record = make_trainer(subset, out=tmp_path, show_progress=False).run().record
     assert record.config["data"]["validation"] == record.config["data"]["test"] == 100
     with ResultsStore(tmp_path / "results.sqlite") as store:
         _, predictions = store.predictions([record.run_id])[record.run_id]
@@ -237,7 +237,7 @@ def test_eval_subset_is_refused_for_language_models_and_generators():
 
 def test_a_completed_run_stores_its_learning_curve_in_the_database(tmp_path):
     config = quick_config()
-    record = Trainer(config, out=tmp_path, show_progress=False).run().record
+    record = make_trainer(config, out=tmp_path, show_progress=False).run().record
     curve = record.metrics["curve"]
     history = [json.loads(line) for line in
                (tmp_path / config.run_id() / "metrics.jsonl").read_text().splitlines()]

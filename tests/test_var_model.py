@@ -14,12 +14,18 @@ from torch import nn
 from torch.nn import functional as F
 
 import zoo.models.var as var_module
+from zoo.build import act_layer_for, check_activations
 from zoo.errors import ZooError
-from zoo.models.activation import act_layer_for
-from zoo.models.build import check_activations
-from zoo.models.var import (VAR, VAR_SIZES, VARConfig, block_causal_mask, causal_mask,
-                            filter_logits, small_var)
 from zoo.models.context import BuildContext
+from zoo.models.var import (
+    VAR,
+    VAR_SIZES,
+    VARConfig,
+    block_causal_mask,
+    causal_mask,
+    filter_logits,
+    small_var,
+)
 from zoo.registry import INITS
 from zoo.registry.inits import residual_blocks, residual_branch_ends
 

@@ -17,15 +17,15 @@ import time
 import pytest
 import torch
 
+from zoo.boards.generation import board_name
+from zoo.boards.render import render_leaderboards
+from zoo.build import build_model
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.harness.config import TrainConfig
-from zoo.harness.gen_leaderboard import board_name
-from zoo.harness.image_tokenizer import TokenizerSpec, parse_tokenizer
-from zoo.harness.leaderboard import render_leaderboards
-from zoo.harness.results import ResultsStore
-from zoo.models.build import build_model
 from zoo.registry import INITS
+from zoo.runs.config import TrainConfig
+from zoo.runs.results import ResultsStore
+from zoo.runs.tokenizer_spec import TokenizerSpec, parse_tokenizer
 
 # A tokenizer and a generator small enough for a CPU test: digits (8x8 -> a 4x4 latent, scales
 # 1-2-3-4, 30 tokens per image).
@@ -335,7 +335,7 @@ def test_post_training_quantization_of_a_generator_is_stored_but_is_not_a_board_
 
 def test_zoo_eval_inception_hands_uint8_images_to_the_established_package(runs, monkeypatch,
                                                                           capsys):
-    import zoo.harness.gen_metrics as gen_metrics
+    import zoo.tasks.gen_metrics as gen_metrics
 
     seen = {}
 
@@ -355,7 +355,7 @@ def test_zoo_eval_inception_hands_uint8_images_to_the_established_package(runs, 
 def test_the_feature_network_keeps_the_recipe_published_generator_runs_pinned():
     """Data-set recipes (resnet's Fashion-MNIST one) must not change the feature network: the
     published var boards name these runs and generator runs pin their checksums."""
-    from zoo.harness.gen_eval import feature_net_config
+    from zoo.tasks.gen_eval import feature_net_config
 
     assert feature_net_config("fashion-mnist", 55_000).run_id() == \
         "fashion-mnist-resnet-relu-default-none-s0-52155581"

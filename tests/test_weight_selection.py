@@ -11,14 +11,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from zoo.build import build_model
 from zoo.cli import main
 from zoo.errors import ZooError
-from zoo.harness.config import TrainConfig
-from zoo.harness.rundir import RunDir
-from zoo.harness.train import Trainer
-from zoo.models.build import build_model
 from zoo.registry import INITS
 from zoo.registry.inits_transfer import evenly_spaced, select_elements
+from zoo.runs.config import TrainConfig
+from zoo.runs.rundir import RunDir
+from zoo.tasks.kinds import make_trainer
 
 DIGITS = dict(image_size=(8, 8), channels=1, num_classes=10)
 BATCH = torch.randn(64, 1, 8, 8)
@@ -136,7 +136,7 @@ def test_resnet_takes_block_i_of_each_stage_and_batchnorm_statistics(tmp_path):
 def test_from_a_zoo_run_directory_after_real_training_in_python_and_from_the_cli(tmp_path,
                                                                                     capsys):
     config = TrainConfig.for_arch("vit", epochs=1, train_subset=64, arch_params=LARGE_VIT)
-    outcome = Trainer(config, out=tmp_path / "sources", device="cpu", show_progress=False).run()
+    outcome = make_trainer(config, out=tmp_path / "sources", device="cpu", show_progress=False).run()
     assert outcome.record.status == "completed"
     _, trained = RunDir(outcome.run_dir.path).load_model_state()
 

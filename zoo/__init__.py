@@ -1,3 +1,5 @@
 """zoo: a pluggable model zoo and benchmark harness for activations, inits and quantization."""
 
-__version__ = "0.1.0"
+from zoo.version import __version__
+
+__all__ = ["__version__"]

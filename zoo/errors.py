@@ -12,3 +12,9 @@ class RunDiverged(ZooError):
     """Training produced a non-finite loss; the run is recorded as `diverged`."""
 
     exit_code = 3
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a library's multi-line message would break ours)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

@@ -1,17 +1,8 @@
-"""CuPy raw kernels (fused forward and backward) for the registered variants.
+"""CuPy raw kernels (fused forward and backward) for the registered variants, each checked
+against its PyTorch reference, which stays the specification and the CPU path.
 
-Empty for now: every variant runs its PyTorch reference, which is the specification a kernel
-must match. `available()` tells the rest of zoo whether the GPU path can be used.
+    formula.py, torch_code.py   an activation's formula -> its PyTorch reference and derivatives
+    cuda_codegen.py, runtime.py the formula -> CUDA source, compiled and launched through CuPy
+    autograd.py                 the fused kernels as a torch.autograd.Function
+    rational.py, rational_cuda.py, fewbit.py   learnable rationals (KAT), few-bit backward
 """
-
-from __future__ import annotations
-
-
-def available() -> bool:
-    """True when CuPy and a CUDA device are present (the kernel path is not implemented yet)."""
-    try:
-        import cupy  # noqa: F401
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()

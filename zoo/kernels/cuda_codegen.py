@@ -229,5 +229,3 @@ def module_source(formulas) -> str:
 
 def kernel_name(formula: ElementwiseFormula, direction: str, suffix: str) -> str:
     return f"zoo_{formula.name.replace('-', '_')}_{direction}_{suffix}"
-
-

@@ -11,7 +11,7 @@
                          mostly favours long names: read acc).
 
 The YAML files in this folder are ordinary lm-eval task configs: `zoo eval RUN --lm-eval
-shakespeare_ppl` runs them through `zoo.harness.lm_eval_adapter`, and plain lm-eval finds them
+shakespeare_ppl` runs them through `zoo.evaluate.lm_eval`, and plain lm-eval finds them
 with `--include_path <this folder>`. Their data are the jsonl files under data/, written by
 `python -m zoo.lm_tasks.generate` from `load_text_dataset("shakespeare")["test"]` and committed
 (about 0.3 MB together); `python -m zoo.lm_tasks.generate --check` says whether they are still

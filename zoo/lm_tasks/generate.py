@@ -15,7 +15,7 @@ shakespeare_speaker.jsonl: PER_PLAY items per play, in the play's order, each
     {"id", "play", "context", "speech", "speakers": [4 names], "label"}
 
 - A play's text is split into blocks at blank lines; a speech is a block whose first line is
-  `NAME:` (see zoo.harness.text.shakespeare for the layout).
+  `NAME:` (see zoo.sources.shakespeare for the layout).
 - The cast of a play: speakers of at least MIN_SPEECHES speeches, groups ("ALL", "A & B") left
   out. Macbeth has 17 such characters, The Tempest 12.
 - Eligible speeches: by a cast member, not the play's first block, and SPEECH_CHARS[0] to
@@ -45,6 +45,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from zoo.data.text.corpus import load_text_dataset
+from zoo.lm_tasks import DATA_DIR
+from zoo.runs.files import atomic_write_text
+
 SEED = 20240601
 PER_PLAY = 150
 MIN_SPEECHES = 10
@@ -63,8 +67,6 @@ def _digest(*parts: Any) -> str:
 
 def test_plays() -> list[dict[str, str]]:
     """The corpus's test split: [{"title", "text"}, ...] in split order."""
-    from zoo.harness.text.corpus import load_text_dataset
-
     test = load_text_dataset("shakespeare")["test"]
     return [{"title": row["title"], "text": row["text"]} for row in test]
 
@@ -136,8 +138,6 @@ def generated_files() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from zoo.lm_tasks import DATA_DIR
-
     parser = argparse.ArgumentParser(prog="python -m zoo.lm_tasks.generate",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
@@ -152,8 +152,6 @@ def main(argv: list[str] | None = None) -> int:
             if current != text:
                 stale.append(name)
             continue
-        from zoo.harness.atomic import atomic_write_text
-
         atomic_write_text(path, text)
         print(f"wrote {path} ({len(text.encode('utf-8')):,} bytes, {text.count(chr(10))} lines)")
     if stale:

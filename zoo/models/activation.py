@@ -8,6 +8,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from zoo.errors import ZooError
+from zoo.kernels.autograd import apply_formula
+from zoo.kernels.fewbit import FewBitBackward, approximation_for
+from zoo.kernels.rational import INITS
+from zoo.kernels.rational_cuda import apply_group_rational
+
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -38,23 +44,6 @@ class Activation(nn.Module):
         return f"{self.act_name}({args})" if args else self.act_name
 
 
-def act_layer_for(name: str, **params) -> Callable[..., Activation]:
-    """A constructor with the signature architectures expect: `act_layer()` or
-    `act_layer(inplace=True)`; each call builds a fresh module."""
-    from zoo.registry import ACTS
-
-    entry = ACTS.get(name)
-
-    def make(inplace: bool = False, **overrides) -> Activation:
-        # An architecture may override a parameter per layer (KAT starts its first rational
-        # layer as the identity); everything else comes from the user's --act-param.
-        return entry.create(inplace=inplace, **{**params, **overrides})
-
-    make.__name__ = f"zoo_{name}"
-    make.act_name = name  # type: ignore[attr-defined]
-    return make
-
-
 class FormulaActivation(Activation):
     """An activation declared as an `ElementwiseFormula`: fused CUDA kernel on the GPU, the
     formula's PyTorch reference elsewhere. Learnable parameters are `nn.Parameter`s (one scalar
@@ -62,8 +51,6 @@ class FormulaActivation(Activation):
 
     def __init__(self, formula, inplace: bool = False, backward_bits: float | None = None,
                  **values: float):
-        from zoo.errors import ZooError
-
         unknown = set(values) - {p.name for p in formula.params}
         if unknown:
             known = ", ".join(p.name for p in formula.params) or "none"
@@ -84,13 +71,9 @@ class FormulaActivation(Activation):
             self.params["backward_bits"] = self.backward_bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from zoo.kernels.autograd import apply_formula
-
         values = [getattr(self, p.name) for p in self.formula.params]
         params = torch.stack(values) if values else x.new_zeros(0, dtype=torch.float32)
         if self.backward_bits and x.requires_grad and torch.is_grad_enabled():
-            from zoo.kernels.fewbit import FewBitBackward, approximation_for
-
             fixed = tuple(float(getattr(self, p.name)) for p in self.formula.params)
             approximation = approximation_for(self.formula, fixed, self.backward_bits)
             return FewBitBackward.apply(
@@ -102,8 +85,6 @@ class FormulaActivation(Activation):
 def _check_backward_bits(formula, bits: float | None) -> int | None:
     """None or 0: exact backward. 1-4: few-bit backward, for activations without learnable
     parameters (a parameter's gradient needs x itself, which few-bit backward does not keep)."""
-    from zoo.errors import ZooError
-
     if bits is None or bits == 0:
         return None
     if bits not in (1, 2, 3, 4):
@@ -120,10 +101,6 @@ class GroupRational(Activation):
     shared by `groups` slices of the channels (the last dim, or dim 1 of an NCHW map)."""
 
     def __init__(self, groups: int = 8, init: str = "gelu", inplace: bool = False, **unknown):
-        from zoo.errors import ZooError
-        from zoo.kernels.rational import INITS
-        from zoo.kernels.rational_cuda import apply_group_rational
-
         if unknown:
             raise ZooError(f"rational has no parameter {', '.join(sorted(unknown))} "
                            "(its parameters: groups, init)")

@@ -185,14 +185,14 @@ class GPT2(nn.Module):
                 dropout: float = 0.0) -> "GPT2":
         """A zoo GPT2 with the weights of a Hugging Face GPT-2: a `GPT2LMHeadModel` (or
         `GPT2Model`) instance, or a hub name / local folder loaded with `from_pretrained`.
-        The activation defaults to the checkpoint's own (GPT-2's "gelu_new" is `gelu_tanh`)."""
+        The activation defaults to the checkpoint's own as a torch module (GPT-2's "gelu_new"
+        is `nn.GELU(approximate="tanh")`); `act_layer=zoo.build.act_layer_for("gelu_tanh")`
+        gives zoo's (fused on GPU)."""
         hf = _hf_from_pretrained(model_or_name) if isinstance(model_or_name, str) else model_or_name
         hf_config = hf.config
         _check_hf_config(hf_config)
         if act_layer is None:
-            from zoo.models.activation import act_layer_for
-
-            act_layer = act_layer_for(_hf_act_name(hf_config.activation_function))
+            act_layer = hf_act_layer(hf_config.activation_function)
         n_inner = getattr(hf_config, "n_inner", None) or 4 * hf_config.n_embd
         config = GPT2Config(vocab_size=hf_config.vocab_size, block_size=hf_config.n_positions,
                             n_layer=hf_config.n_layer, n_head=hf_config.n_head,
@@ -269,14 +269,28 @@ def hf_gpt2_state_dict_to_zoo(hf_state: dict) -> dict:
     return zoo_state
 
 
-_HF_ACTS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
-            "gelu": "gelu", "relu": "relu"}
+class _TorchAct:
+    """A checkpoint's own activation as PyTorch's module, with the `act_layer(inplace=...)`
+    signature the blocks call (as in timm, model code defaults to torch's layers)."""
+
+    def __init__(self, make: Callable[[], nn.Module]):
+        self.make = make
+
+    def __call__(self, inplace: bool = False) -> nn.Module:
+        return self.make()
 
 
-def _hf_act_name(hf_name: str) -> str:
+_HF_ACTS = {"gelu_new": lambda: nn.GELU(approximate="tanh"),
+            "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+            "gelu_fast": lambda: nn.GELU(approximate="tanh"),
+            "gelu": nn.GELU, "relu": nn.ReLU}
+
+
+def hf_act_layer(hf_name: str) -> Callable[..., nn.Module]:
+    """The act_layer of a Hugging Face GPT-2 `activation_function`, as torch modules."""
     if hf_name not in _HF_ACTS:
-        raise ZooError(f"gpt2: no zoo activation for the checkpoint's '{hf_name}'; pass act_layer")
-    return _HF_ACTS[hf_name]
+        raise ZooError(f"gpt2: no activation for the checkpoint's '{hf_name}'; pass act_layer")
+    return _TorchAct(_HF_ACTS[hf_name])
 
 
 def _check_hf_config(hf_config) -> None:
@@ -307,7 +321,8 @@ def _hf_from_pretrained(name_or_path: str):
 
 def load_hf_gpt2(name_or_path: str, act_layer: Callable[..., nn.Module] | None = None) -> GPT2:
     """Hugging Face GPT-2 weights ("gpt2", "gpt2-medium", ..., or a local folder) as a zoo
-    GPT2 of the same configuration, activation `gelu_tanh` unless `act_layer` says otherwise."""
+    GPT2 of the same configuration, with the checkpoint's activation (torch's tanh GELU for
+    GPT-2) unless `act_layer` says otherwise."""
     return GPT2.from_hf(name_or_path, act_layer=act_layer)
 
 

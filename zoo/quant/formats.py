@@ -17,7 +17,7 @@ Floating-point formats scale max|x| onto the element's largest value (FP8 with a
 scale), or use block scales: MXFP4 (block 32, E8M0 power-of-two scale, OCP MX v1.0) and NVFP4
 (block 16, E4M3 scale times one float32 scale per tensor).
 
-`zoo.kernels.quant_cuda` implements every format as CuPy kernels; this module is their ground
+`zoo.quant.cuda` implements every format as CuPy kernels; this module is their ground
 truth and the CPU path.
 """
 
@@ -30,8 +30,17 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from zoo.quant.minifloat import E2M1, E4M3, E5M2, E8M0_BIAS, MiniFloat, FP4_VARIANTS, decode, \
-    e8m0_exponent, encode, round_to
+from zoo.quant.minifloat import (
+    E4M3,
+    E5M2,
+    E8M0_BIAS,
+    FP4_VARIANTS,
+    MiniFloat,
+    decode,
+    e8m0_exponent,
+    encode,
+    round_to,
+)
 
 SCALE_EPS = torch.finfo(torch.float32).eps
 GRANULARITIES = ("tensor", "channel", "group")

@@ -160,4 +160,3 @@ def per_channel_int(bits: int) -> Format:
     """Symmetric ints with a scale per row: per output channel for a weight, per token for an
     activation."""
     return Format("int", bits, "channel")
-

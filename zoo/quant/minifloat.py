@@ -4,7 +4,7 @@ scales): round-to-nearest-even onto the format's grid, and the bit codes.
 A value x already divided by its scale is rounded as the hardware casts do: find its binade
 2^e (never below the smallest normal one, which gives the subnormals), round x / 2^(e - m) to the
 nearest integer with ties to even, and saturate at the largest finite value instead of
-overflowing. `zoo.kernels.quant_cuda` runs the same steps in C (`zoo_round_minifloat`).
+overflowing. `zoo.quant.cuda` runs the same steps in C (`zoo_round_minifloat`).
 """
 
 from __future__ import annotations

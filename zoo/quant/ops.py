@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from zoo.quant import cuda as quant_cuda
 from zoo.quant import formats
 from zoo.quant.formats import Format
 
@@ -12,8 +13,6 @@ from zoo.quant.formats import Format
 def fake_quantize(x: torch.Tensor, fmt: Format) -> torch.Tensor:
     """dequantize(quantize(x)) of a 2-d tensor, on the GPU kernel when possible."""
     if x.is_cuda:
-        from zoo.kernels import quant_cuda
-
         if quant_cuda.can_launch(x, fmt):
             return quant_cuda.fake_quantize(x, fmt)
     return formats.fake_quantize(x, fmt)

@@ -11,7 +11,7 @@ import math
 
 from zoo.kernels.formula import ElementwiseFormula, Param
 from zoo.models.activation import FormulaActivation, GroupRational
-from zoo.registry import ACTS
+from zoo.registry.core import ACTS
 
 FORMULAS: dict[str, ElementwiseFormula] = {}
 

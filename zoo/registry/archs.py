@@ -8,8 +8,18 @@ data set (a flag still wins over both).
 
 from __future__ import annotations
 
+from zoo.models.gpt2 import small_gpt2
 from zoo.models.timm_models import small_kat, small_resnet, small_vit
-from zoo.registry import ARCHS
+from zoo.models.var import small_var
+from zoo.registry.core import ARCHS
+
+FALLBACK_ACT = "relu"  # for an arch registered without a default_act
+
+
+def default_act(arch: str) -> str:
+    """The activation `arch` was published with: what a run uses when none is named."""
+    return ARCHS.get(arch).extra.get("default_act", FALLBACK_ACT)
+
 
 # Fashion-MNIST, the whole set (55000 / 5000 / 10000), in about 4 minutes of one CPU thread
 # (the `quick` protocol; `full` trains longer). Measured choices, see README "Recipes".
@@ -68,8 +78,6 @@ ARCHS.register(
 
 
 def _gpt2(**options):
-    from zoo.models.gpt2 import small_gpt2  # imported on use: `zoo list` stays fast
-
     return small_gpt2(**options)
 
 
@@ -95,8 +103,6 @@ def _generator(order: str):
 
     def factory(*, tokenizer, image_size: tuple[int, int], channels, num_classes, act_layer,
                 **options):
-        from zoo.models.var import small_var  # imported on use: `zoo list` stays fast
-
         model = small_var(image_size=image_size[0], channels=channels, num_classes=num_classes,
                           act_layer=act_layer, scales=tuple(tokenizer.scales),
                           codebook_size=tokenizer.codebook_size,

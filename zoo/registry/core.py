@@ -7,6 +7,7 @@ the closest registered names.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -134,3 +135,45 @@ _SOURCE_STACK: list[str] = []
 
 def _current_source() -> str:
     return _SOURCE_STACK[-1] if _SOURCE_STACK else "builtin"
+
+
+@contextlib.contextmanager
+def entries_from(source: str) -> Iterator[None]:
+    """Entries registered inside the block record `source` (e.g. "plugin:my_acts.py") as where
+    they came from, for `zoo list` and `zoo info`."""
+    _SOURCE_STACK.append(source)
+    try:
+        yield
+    finally:
+        _SOURCE_STACK.pop()
+
+
+# --- the registries, one per kind ---------------------------------------------------------------
+
+ARCHS = Registry("arch", "archs")
+ACTS = Registry("act", "acts")
+INITS = Registry("init", "inits")
+QUANTS = Registry("quant", "quants")
+DATASETS = Registry("dataset", "datasets")
+
+REGISTRIES: dict[str, Registry] = {r.plural: r for r in (ARCHS, ACTS, INITS, QUANTS, DATASETS)}
+
+
+def registry_for(kind: str) -> Registry:
+    """Accepts singular or plural kind names: 'act', 'acts'."""
+    for reg in REGISTRIES.values():
+        if kind in (reg.kind, reg.plural):
+            return reg
+    raise ZooError(unknown_name_message("kind", kind, sorted(REGISTRIES)))
+
+
+def find(name: str) -> list[Entry]:
+    """Every entry called `name`, whatever its kind (`zoo info golu`). `kind:name` narrows it."""
+    if ":" in name:
+        kind, _, bare = name.partition(":")
+        return [registry_for(kind).get(bare)]
+    found = [reg.get(name) for reg in REGISTRIES.values() if name in reg]
+    if not found:
+        every = sorted({n for reg in REGISTRIES.values() for n in reg.names()})
+        raise ZooError(unknown_name_message("name", name, every))
+    return found

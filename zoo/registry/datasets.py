@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from zoo.errors import ZooError
-from zoo.harness.sources.arrow_images import dataset_dict, stratified_split
-from zoo.harness.sources.hub import hub_image_dataset
-from zoo.harness.sources.idx import read_idx_pair
-from zoo.registry import DATASETS
+from zoo.registry.core import DATASETS
+from zoo.sources.arrow_images import dataset_dict, stratified_split
+from zoo.sources.hub import hub_image_dataset
+from zoo.sources.idx import read_idx_pair
 
 if TYPE_CHECKING:
     import datasets

@@ -19,8 +19,10 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooError
+from zoo.models.activation import Activation
 from zoo.models.context import BuildContext
-from zoo.registry import INITS
+from zoo.models.structure import residual_blocks, residual_branch_ends
+from zoo.registry.core import INITS
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 TOUCHES = "weights of Linear and Conv layers (biases set to 0)"
@@ -227,8 +229,6 @@ def lowrank(rank: float = 1):
 
 def _model_activation(model: nn.Module) -> nn.Module:
     """A float64 copy of the model's activation (with its parameters), to evaluate g and g'."""
-    from zoo.models.activation import Activation
-
     for module in model.modules():
         if isinstance(module, Activation):
             return copy.deepcopy(module).double()
@@ -353,33 +353,6 @@ def siren(omega0: float = 30.0):
                     layer.bias.zero_()
 
     return apply
-
-
-# --- residual branches ---------------------------------------------------------------------------
-
-def residual_blocks(model: nn.Module) -> list[nn.Module]:
-    """The residual blocks in forward order: transformer blocks (with `attn` and `mlp`) and
-    ResNet blocks (with `conv1` and a last BatchNorm)."""
-    blocks = [m for m in model.modules() if _branch_end(m) is not None]
-    if not blocks:
-        raise ZooError(f"no residual blocks found in {type(model).__name__}")
-    return blocks
-
-
-def _branch_end(block: nn.Module) -> list[nn.Module] | None:
-    attn, mlp = getattr(block, "attn", None), getattr(block, "mlp", None)
-    if attn is not None and mlp is not None and hasattr(attn, "proj") and hasattr(mlp, "fc2"):
-        return [attn.proj, mlp.fc2]
-    for name in ("bn3", "bn2"):  # bottleneck blocks end in bn3, basic blocks in bn2
-        if hasattr(block, "conv1") and isinstance(getattr(block, name, None), nn.BatchNorm2d):
-            return [getattr(block, name)]
-    return None
-
-
-def residual_branch_ends(model: nn.Module) -> list[nn.Module]:
-    """The last layer of every residual branch: attn.proj and mlp.fc2 of transformer blocks, the
-    last norm of ResNet blocks (what timm's zero_init_last zeroes)."""
-    return [end for block in residual_blocks(model) for end in _branch_end(block)]
 
 
 @INITS.register(

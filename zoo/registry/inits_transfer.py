@@ -19,11 +19,12 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from zoo.errors import ZooError
 from zoo.models.context import BuildContext
-from zoo.registry import INITS
+from zoo.registry.core import INITS
 
 USAGE = ("--init-param source=PATH, PATH a zoo run directory or a .safetensors/.pt/.pth "
          "checkpoint of a larger trained model")
@@ -58,20 +59,20 @@ def select_elements(name: str, source: torch.Tensor, shape: torch.Size) -> torch
     return source
 
 
-def load_source_state(path: Path) -> dict[str, torch.Tensor]:
-    """The state_dict in a zoo run directory or a checkpoint file, on the CPU."""
+def load_source_state(path: Path, ctx: BuildContext) -> dict[str, torch.Tensor]:
+    """The state_dict in a zoo run directory (read by `ctx.run_weights`) or a checkpoint file,
+    on the CPU."""
     if path.is_dir():
-        from zoo.harness.rundir import RunDir
-
-        run = RunDir(path)
-        if not run.has_checkpoint():
+        if ctx.run_weights is None:
+            raise ZooError(f"weight_selection source {path} is a run folder, and this model is "
+                           "built without a reader of run folders (build it with zoo.build)")
+        state = ctx.run_weights(path)
+        if state is None:
             raise ZooError(f"weight_selection source {path} has no checkpoint yet "
                            "(is the run started?)")
-        return run.load_model_state()[1]
+        return state
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -145,7 +146,7 @@ def weight_selection(source: str = ""):
     path = _check_source_path(source)  # before any work, so `zoo train` fails at once
 
     def apply(model: nn.Module, ctx: BuildContext) -> None:
-        state = load_source_state(path)
+        state = load_source_state(path, ctx)
         target = model.state_dict()
         _check_classes(model, target, state)
         source_blocks = {m.group(1) for name in state if (m := _BLOCK.match(name))}

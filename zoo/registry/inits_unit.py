@@ -22,7 +22,7 @@ from unit_scaling.scale import scale_bwd, scale_fwd
 
 from zoo.errors import ZooError
 from zoo.models.context import BuildContext
-from zoo.registry import INITS
+from zoo.registry.core import INITS
 
 
 class UnitScaledConv2d(nn.Conv2d):

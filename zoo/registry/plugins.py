@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from zoo.errors import ZooError
-from zoo.registry.core import _SOURCE_STACK
+from zoo.registry.core import entries_from
 
 ENTRY_POINT_GROUP = "zoo.plugins"
 _loaded: set[str] = set()
@@ -23,17 +23,15 @@ def load_entry_point_plugins() -> list[str]:
         key = f"ep:{ep.value}"
         if key in _loaded:
             continue
-        _SOURCE_STACK.append(f"plugin:{ep.name}")
         try:
-            target = ep.load()
-            if callable(target) and not isinstance(target, type(sys)):
-                target()  # an entry point may also name a `register()` function
+            with entries_from(f"plugin:{ep.name}"):
+                target = ep.load()
+                if callable(target) and not isinstance(target, type(sys)):
+                    target()  # an entry point may also name a `register()` function
         except ZooError:
             raise
         except Exception as exc:  # a broken plugin must not look like a zoo crash
             raise ZooError(f"plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from exc
-        finally:
-            _SOURCE_STACK.pop()
         _loaded.add(key)
         loaded.append(ep.name)
     return loaded
@@ -54,16 +52,14 @@ def load_plugin_file(path: str | Path) -> str:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    _SOURCE_STACK.append(f"plugin:{path.name}")
     try:
-        spec.loader.exec_module(module)
+        with entries_from(f"plugin:{path.name}"):
+            spec.loader.exec_module(module)
     except ZooError:
         sys.modules.pop(module_name, None)
         raise
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise ZooError(f"plugin {path.name} failed to load: {type(exc).__name__}: {exc}") from exc
-    finally:
-        _SOURCE_STACK.pop()
     _loaded.add(key)
     return module_name

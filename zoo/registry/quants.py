@@ -18,10 +18,17 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.models.context import BuildContext
+from zoo.quant.apply import quantize_model
 from zoo.quant.formats import FP8_E4M3, FP8_E5M2, MXFP4, NVFP4, Format
-from zoo.quant.methods import LLMFP4, ResQ, WeightActivation, WeightOnly, int_weight_only, \
-    per_channel_int
-from zoo.registry import QUANTS
+from zoo.quant.methods import (
+    LLMFP4,
+    ResQ,
+    WeightActivation,
+    WeightOnly,
+    int_weight_only,
+    per_channel_int,
+)
+from zoo.registry.core import QUANTS
 
 PLACEMENT = {"skip": "", "override": ""}
 
@@ -43,8 +50,6 @@ class QuantRecipe:
     override: str = ""
 
     def __call__(self, model: nn.Module, ctx: BuildContext) -> nn.Module:
-        from zoo.quant.apply import quantize_model
-
         quantize_model(model, self.method, skip=self.skip, override=self.override,
                        calibration=ctx.calibration_batch, seed=ctx.seed, method_for=method_of)
         return model

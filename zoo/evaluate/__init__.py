@@ -1,0 +1,1 @@
+"""Evaluating stored runs: accuracy, generators, post-training quantization, lm-eval."""

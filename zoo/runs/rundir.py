@@ -1,0 +1,164 @@
+"""A run's directory: config, environment, per-epoch metrics, checkpoints and final result.
+
+    <run_dir>/config.json        what was asked for (enough to rebuild the model and data)
+    <run_dir>/environment.json   versions, device, git commit
+    <run_dir>/metrics.jsonl      one line per finished epoch
+    <run_dir>/checkpoint.json    points at the newest complete checkpoint
+    <run_dir>/checkpoints/epoch-NNNN/{model.safetensors, trainer.pt}
+    <run_dir>/initial_weights.safetensors   the weight matrices at step 0 (for weight change)
+    <run_dir>/result.json        status and final metrics, written last
+
+Every file is written atomically and the checkpoint pointer is moved only after the checkpoint it
+names is complete, so a run killed at any moment resumes from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from zoo.errors import ZooError
+from zoo.runs.files import atomic_write, atomic_write_json, atomic_write_text, file_lock, lock_owner
+
+
+@dataclass
+class Checkpoint:
+    epoch: int
+    model_state: dict[str, torch.Tensor]
+    trainer_state: dict[str, Any]
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def exists(self) -> bool:
+        return (self.path / "config.json").is_file()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Held while a process trains this run: a second process with the same config would
+        otherwise interleave its checkpoints with the first one's. The OS drops the lock when the
+        holder dies, so a killed run never blocks its own resume."""
+        lock = self.path / ".lock"
+        with file_lock(lock, wait=False, owner=f"process {os.getpid()}") as acquired:
+            if not acquired:
+                holder = lock_owner(lock) or "another process"
+                raise ZooError(f"run {self.name} is being trained by {holder} right now; wait for "
+                               "it or pick another --seed/--out")
+            yield
+
+    # --- json documents -------------------------------------------------------------------
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.path / name, obj)
+
+    def read_json(self, name: str) -> Any:
+        path = self.path / name
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ZooError(f"{path} is missing: is {self.path} a zoo run directory?") from None
+        except (OSError, ValueError) as exc:
+            raise ZooError(f"{path} is unreadable or corrupt: {exc}") from None
+
+    def read_json_if_present(self, name: str) -> Any | None:
+        return self.read_json(name) if (self.path / name).is_file() else None
+
+    def write_metrics(self, history: list[dict]) -> None:
+        lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in history)
+        atomic_write_text(self.path / "metrics.jsonl", lines)
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, epoch: int, model: nn.Module, trainer_state: dict[str, Any]) -> None:
+        folder = self.path / "checkpoints" / f"epoch-{epoch:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+        atomic_write(folder / "trainer.pt", lambda tmp: torch.save(trainer_state, tmp))
+        self.write_json("checkpoint.json", {"epoch": epoch, "dir": str(folder.relative_to(self.path))})
+        for old in (self.path / "checkpoints").glob("epoch-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def save_initial_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        atomic_write(self.path / "initial_weights.safetensors",
+                     lambda tmp: save_file({k: v.contiguous() for k, v in weights.items()},
+                                           str(tmp)))
+
+    def load_initial_weights(self) -> dict[str, torch.Tensor] | None:
+        """None for runs started before zoo recorded them."""
+        path = self.path / "initial_weights.safetensors"
+        if not path.is_file():
+            return None
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise ZooError(f"{path} is corrupt or unreadable ({_short(exc)})") from None
+
+    def has_checkpoint(self) -> bool:
+        return (self.path / "checkpoint.json").is_file()
+
+    def load_model_state(self) -> tuple[int, dict[str, torch.Tensor]]:
+        pointer = self.read_json("checkpoint.json")
+        path = self.path / pointer["dir"] / "model.safetensors"
+        try:
+            return int(pointer["epoch"]), load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for a damaged file
+            raise ZooError(f"checkpoint {path} is corrupt or unreadable ({_short(exc)})") from None
+
+    def load_checkpoint(self) -> Checkpoint:
+        epoch, model_state = self.load_model_state()
+        pointer = self.read_json("checkpoint.json")
+        path = self.path / pointer["dir"] / "trainer.pt"
+        try:
+            trainer_state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ZooError(f"checkpoint {path} is corrupt or unreadable ({_short(exc)})") from None
+        return Checkpoint(epoch, model_state, trainer_state)
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Load a checkpoint's weights; a checkpoint of another model is a one-line error."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ZooError(f"checkpoint in {source} does not fit the model: {first}") from None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+
+
+def check_dependencies(stored_config: dict[str, Any], summary: dict[str, Any],
+                       run: str) -> None:
+    """A run resumed or evaluated must see the frozen dependencies it was trained with."""
+    stored = stored_config.get("dependencies") or {}
+    current = summary.get("dependencies") or {}
+    for name, ref in stored.items():
+        now = current.get(name)
+        if now is None or now.get("sha256") != ref.get("sha256"):
+            raise ZooError(f"run {run} was trained with {name} {ref.get('id')} (sha256 "
+                           f"{str(ref.get('sha256'))[:12]}…), which is not the one found now "
+                           f"({(now or {}).get('id', 'none')}); restore it, or train a new run")
+
+
+def stored_model_weights(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The latest checkpointed model weights of the run folder at `path`, on the CPU; None
+    before its first checkpoint."""
+    run = RunDir(Path(path))
+    return run.load_model_state()[1] if run.has_checkpoint() else None

@@ -1,0 +1,1 @@
+"""Sweeps: the grid, the runner, executors, submissions."""

@@ -1,0 +1,1 @@
+"""What a run trains on: classification, language modelling, image generation."""

@@ -1,0 +1,1 @@
+"""Tools around the runs: benchmarks, probes, registry listings."""

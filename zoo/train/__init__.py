@@ -1,0 +1,1 @@
+"""The trainer and what it needs: optimizer and schedule, DDP, diagnostics, progress."""
