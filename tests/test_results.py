@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import multiprocessing
+import os
 import pickle
 import random
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -205,12 +208,68 @@ def test_another_programs_sqlite_database_is_refused(tmp_path):
         ResultsStore(path)
 
 
-def test_a_closed_store_refuses_to_work(tmp_path):
+def open_files_under(folder) -> list[str]:
+    """The files of `folder` this process has open now (Linux: /proc/self/fd)."""
+    fds = Path("/proc/self/fd")
+    targets = []
+    for fd in fds.iterdir():
+        try:
+            targets.append(os.readlink(fd))
+        except OSError:  # the descriptor listing the folder itself, closed meanwhile
+            continue
+    return [t for t in targets if t.startswith(str(folder))]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
+def test_a_store_holds_the_database_open_only_during_an_operation(tmp_path):
+    # A run holds its store for an hour: between writes, no handle, no lock, nothing to leak
+    # across fork() or to keep a half-written transaction alive.
     store = ResultsStore(tmp_path / "results.db")
-    store.close()
-    store.close()  # idempotent
-    with pytest.raises(ValueError, match="closed"):
+    store.upsert(make_run("run-1"))
+    assert [r.run_id for r in store.runs()] == ["run-1"]
+    assert open_files_under(tmp_path) == []
+
+
+def test_non_finite_metrics_are_json_null_in_the_database_and_floats_when_read(tmp_path):
+    store = ResultsStore(tmp_path / "results.db")
+    run = make_run("run-nan")
+    run.metrics = {"test_loss": float("nan"), "curve": [1.0, float("inf")], "acc": 0.5}
+    store.upsert(run)
+    conn = sqlite3.connect(tmp_path / "results.db")
+    stored = conn.execute("SELECT json_extract(metrics, '$.test_loss'), "
+                          "json_extract(metrics, '$.curve[1]'), json_extract(metrics, '$.acc') "
+                          "FROM runs").fetchone()
+    conn.close()
+    assert stored == (None, None, 0.5)  # SQLite's JSON functions read the row
+    back = store.get("run-nan").metrics
+    assert math.isnan(back["test_loss"]) and back["curve"] == [1.0, float("inf")]
+    assert back["acc"] == 0.5 and set(back) == {"test_loss", "curve", "acc"}
+
+
+def test_a_damaged_json_column_is_a_one_line_error_naming_the_run(tmp_path):
+    store = ResultsStore(tmp_path / "results.db")
+    store.upsert(make_run("run-1"))
+    conn = sqlite3.connect(tmp_path / "results.db")
+    conn.execute("UPDATE runs SET metrics = 'not json {' WHERE run_id = 'run-1'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ZooError, match="run 'run-1' is damaged") as info:
         store.runs()
+    assert "\n" not in str(info.value)
+
+
+def test_rows_with_nan_literals_from_older_zoo_are_rewritten_on_upgrade(tmp_path):
+    store = ResultsStore(tmp_path / "results.db")
+    store.upsert(make_run("old"))
+    conn = sqlite3.connect(tmp_path / "results.db")
+    conn.execute("""UPDATE runs SET metrics = '{"test_loss": NaN}' """)
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    assert math.isnan(ResultsStore(tmp_path / "results.db").get("old").metrics["test_loss"])
+    conn = sqlite3.connect(tmp_path / "results.db")
+    assert conn.execute("SELECT json_valid(metrics) FROM runs").fetchone() == (1,)
+    conn.close()
 
 
 def test_a_pickled_store_reopens_its_path(tmp_path):

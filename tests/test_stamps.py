@@ -73,7 +73,7 @@ def test_a_version_2_database_is_migrated_then_stamped_once(tmp_path):
         assert store.meta("standard_acts") == ["gelu", "relu"]
         assert store.meta("absent", default=3) == 3
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()
 
 

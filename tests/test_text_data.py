@@ -6,8 +6,10 @@ the hub corpora are tested with `datasets.load_dataset` replaced by small local 
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import unicodedata
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 
 from zoo.data.text import (
     IGNORE_INDEX,
+    SPLITS,
     ByteTokenizer,
     bits_per_byte,
     cache_root,
@@ -284,6 +287,21 @@ def test_bpe_is_cached_and_reused(bpe_streams, cache, monkeypatch):
     again = prepare_token_streams("shakespeare", "bpe", cache_dir=cache, vocab_size=4096)
     assert again.path == bpe_streams.path
     assert bpe_streams.path.name.startswith("shakespeare-bpe-")
+
+
+def test_a_token_cache_changed_at_the_same_size_is_never_read(byte_streams, tmp_path):
+    folder = tmp_path / byte_streams.path.name
+    shutil.copytree(byte_streams.path, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert all(len(meta["splits"][name]["sha256"]) == 64 for name in SPLITS)
+    tokens = folder / "validation.bin"
+    original = tokens.read_bytes()
+    tampered = bytearray(original)
+    tampered[100:110] = b"z" * 10  # same size: a size check alone would trust it
+    tokens.write_bytes(bytes(tampered))
+    assert open_streams(folder) is None  # refused, so the cache is rebuilt
+    rebuilt = prepare_token_streams("shakespeare", "byte", cache_dir=tmp_path)
+    assert rebuilt.path == folder and tokens.read_bytes() == original
 
 
 class FakeEncoding:

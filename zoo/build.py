@@ -8,7 +8,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, one_line
 from zoo.models.activation import Activation
 from zoo.models.context import BuildContext
 from zoo.registry import ACTS, ARCHS, INITS, QUANTS
@@ -64,6 +64,12 @@ def build_model(
         )
     except TypeError as exc:  # an unknown size option for this architecture
         raise ZooError(f"cannot build {arch}: {exc}") from exc
+    except (ValueError, RuntimeError, AssertionError, ZeroDivisionError) as exc:
+        if not arch_params:  # the recipe's own sizes failed: a bug, not a user's mistake
+            raise
+        options = " ".join(f"{k}={v}" for k, v in arch_params.items())
+        raise ZooError(f"cannot build {arch} with --arch-param {options}: {one_line(exc)}") \
+            from exc
     ctx = BuildContext(act=act, seed=seed, calibration_batch=calibration_batch,
                        run_weights=stored_model_weights)
     init_fn(model, ctx)

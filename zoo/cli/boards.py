@@ -5,6 +5,7 @@ from __future__ import annotations
 from zoo.boards.render import record_standard_grid, render_leaderboards
 from zoo.errors import ZooError
 from zoo.registry import ACTS
+from zoo.runs.files import writable_folder
 from zoo.runs.results import ResultsStore, results_path
 
 
@@ -12,6 +13,7 @@ def cmd_leaderboard(args) -> int:
     db = args.db or results_path(args.out)
     if not db.is_file():
         raise ZooError(f"no results database at {db}: train something first (`zoo train vit`)")
+    writable_folder(args.to, "--to")
     with ResultsStore(db) as store:
         record_standard_grid(store, ACTS.names())
         written = render_leaderboards(store, args.to)

@@ -17,6 +17,7 @@ from zoo.evaluate.generation import (
 from zoo.evaluate.ptq import PTQSession, describe, quant_sweep
 from zoo.evaluate.stored import evaluate_run
 from zoo.registry.quants import SWEEP
+from zoo.runs.files import writable_folder
 
 
 def cmd_eval(args) -> int:
@@ -25,6 +26,7 @@ def cmd_eval(args) -> int:
     if args.limit is not None or args.num_fewshot is not None:
         raise ZooError("--limit and --num-fewshot go with --lm-eval TASKS")
     if args.quant is not None:
+        writable_folder(args.out, "--out")
         session = PTQSession(args.run, out=args.out, device=args.device)
         record = session.evaluate(args.quant, parse_options(args.quant_param, "--quant-param"))
         print(f"{record.run_id}: {describe(record)}")
@@ -84,8 +86,8 @@ def _cmd_eval_generator(args, sampling) -> int:
 
 
 def cmd_sample(args) -> int:
-    if args.n < 1:
-        raise ZooError(f"--n must be positive, got {args.n}")
+    if args.file is not None:
+        writable_folder(args.file.parent, "--file")
     protocol = _sampling_protocol(args) or GenProtocol()
     path = sample_run(args.run, protocol, n=args.n, file=args.file, out=args.out,
                       device=args.device)
@@ -94,7 +96,11 @@ def cmd_sample(args) -> int:
 
 
 def cmd_quant_sweep(args) -> int:
-    quants = [q.strip() for q in args.quants.split(",") if q.strip()] if args.quants else SWEEP
+    quants = [q.strip() for q in args.quants.split(",") if q.strip()] if args.quants is not None \
+        else SWEEP
+    if not quants:
+        raise ZooError(f"--quants names no format: got '{args.quants}' (`zoo list quants`)")
+    writable_folder(args.out, "--out")
 
     def report(record, cached):
         print(f"{record.run_id.split('+')[0]} {describe(record)}"

@@ -6,6 +6,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from zoo.cli.values import (
+    count,
+    decay,
+    fraction,
+    natural,
+    non_negative,
+    positive,
+    probability,
+    seed,
+)
 from zoo.errors import ZooError
 
 
@@ -14,6 +24,17 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         raise ZooError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        # argparse drops a "--" value (`--epochs=--`) and stores [] without checking it; the
+        # options that collect lists (--act-param...) are those whose default is a list
+        for action in self._actions:
+            if action.option_strings and action.nargs is None \
+                    and not isinstance(action.default, list) \
+                    and isinstance(getattr(namespace, action.dest, None), list):
+                self.error(f"argument {action.option_strings[-1]}: expected one value")
+        return namespace, extras
 
 
 def plugin_option(dest: str = "plugin") -> argparse.ArgumentParser:
@@ -63,20 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set an architecture option, e.g. --arch-param size=tiny (gpt2)")
     p.add_argument("--tokenizer", help="language models: byte, bpe or gpt2; image generators: "
                                        "msvq or vq[:key=value,...] (default: recipe)")
-    p.add_argument("--block-size", type=int, help="language models: tokens per sequence")
-    p.add_argument("--steps-per-epoch", type=int,
+    p.add_argument("--block-size", type=count, help="language models: tokens per sequence")
+    p.add_argument("--steps-per-epoch", type=count,
                    help="language models: steps between checkpoints and validation passes")
-    p.add_argument("--epochs", type=int, help="epochs (default: the architecture's recipe)")
-    p.add_argument("--batch-size", type=int, help="batch size (default: recipe)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: recipe)")
-    p.add_argument("--weight-decay", type=float, help="weight decay (default: recipe)")
-    p.add_argument("--warmup-epochs", type=float, help="linear warmup length (default: recipe)")
-    p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)")
+    p.add_argument("--epochs", type=count, help="epochs (default: the architecture's recipe)")
+    p.add_argument("--batch-size", type=count, help="batch size (default: recipe)")
+    p.add_argument("--lr", type=positive, help="peak learning rate (default: recipe)")
+    p.add_argument("--weight-decay", type=non_negative, help="weight decay (default: recipe)")
+    p.add_argument("--warmup-epochs", type=non_negative, help="linear warmup length (default: recipe)")
+    p.add_argument("--label-smoothing", type=fraction, help="cross-entropy label smoothing (default 0)")
     p.add_argument("--optimizer", choices=["adamw", "sgd"],
                    help="adamw, or sgd with Nesterov momentum 0.9 (default: recipe)")
     p.add_argument("--schedule", choices=["cosine", "linear"],
                    help="decay after the warmup: cosine, or linear to 0 (default: recipe)")
-    p.add_argument("--aug-shift", type=int, metavar="N",
+    p.add_argument("--aug-shift", type=natural, metavar="N",
                    help="image classifiers: random translations by up to N pixels (default: "
                         "recipe; 0 = off)")
     p.add_argument("--aug-flip", action=argparse.BooleanOptionalAction,
@@ -85,18 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction,
                    help="image classifiers: evaluate on each image and its mirror (default: "
                         "recipe)")
-    p.add_argument("--lr-scale", type=float, metavar="X",
+    p.add_argument("--lr-scale", type=positive, metavar="X",
                    help="train at X times the protocol's lr and stay in its comparison (what "
                         "`zoo sweep --tune-lr` picks; default 1)")
-    p.add_argument("--ema", type=float, metavar="DECAY",
+    p.add_argument("--ema", type=decay, metavar="DECAY",
                    help="evaluate an exponential moving average of the weights with this decay "
                         "(default: recipe; off)")
-    p.add_argument("--train-subset", type=int, metavar="N",
+    p.add_argument("--train-subset", type=count, metavar="N",
                    help="train on the first N training examples only (quick checks)")
-    p.add_argument("--eval-subset", type=int, metavar="N",
+    p.add_argument("--eval-subset", type=count, metavar="N",
                    help="validate and test on the first N examples of those splits only "
                         "(a quick budget; the full splits by default)")
-    p.add_argument("--seed", type=int, default=0, help="seed of init and data order (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of init and data order (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--out", default="runs", type=Path,
                    help="where runs and results.sqlite live (default ./runs)")
@@ -159,11 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="language models: run lm-eval tasks (comma-separated), zoo's offline "
                         "shakespeare_ppl and shakespeare_speaker or any of lm-eval's; writes "
                         "RUN/lm_eval.json")
-    p.add_argument("--limit", type=float, metavar="N",
+    p.add_argument("--limit", type=positive, metavar="N",
                    help="with --lm-eval: the first N documents of each task (below 1: a fraction)")
-    p.add_argument("--num-fewshot", type=int, metavar="K",
+    p.add_argument("--num-fewshot", type=natural, metavar="K",
                    help="with --lm-eval: few-shot examples per prompt (default: each task's)")
-    p.add_argument("--batch-size", type=int, default=16, metavar="B",
+    p.add_argument("--batch-size", type=count, default=16, metavar="B",
                    help="with --lm-eval: sequences per forward pass (default 16)")
     p.add_argument("--quant", metavar="QUANT",
                    help="post-training quantization: quantize the float run with QUANT "
@@ -173,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --quant: a quantization option, e.g. skip=first,last")
     gen = p.add_argument_group("image generators (var, rar): generation metrics")
     sampling_options(gen)
-    gen.add_argument("--samples-per-class", type=int, default=None, metavar="N",
+    gen.add_argument("--samples-per-class", type=count, default=None, metavar="N",
                      help="samples per class for FID, precision/recall, class consistency "
                           "(default 100)")
     gen.add_argument("--inception", action="store_true",
@@ -184,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Sample a PNG grid from a stored var or rar run: column j "
                                    "holds class j.")
     p.add_argument("run", help="a run directory, or a run id inside --out")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--n", type=count, default=64, help="number of images (default 64)")
     sampling_options(p)
     p.add_argument("--file", type=Path,
                    help="the PNG to write (default RUN/samples-<settings>.png)")
@@ -218,17 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("arch", nargs="?", default="vit")
     b.add_argument("--act", help="activation (default: the architecture's own)")
     b.add_argument("--dataset", help="default: the architecture's recipe")
-    b.add_argument("--batch-size", type=int, help="default: the architecture's recipe")
-    b.add_argument("--steps-per-epoch", type=int,
+    b.add_argument("--batch-size", type=count, help="default: the architecture's recipe")
+    b.add_argument("--steps-per-epoch", type=count,
                    help="language models: steps per timed epoch (default: recipe)")
-    b.add_argument("--epochs", type=int, default=2, help="timed epochs per repetition")
-    b.add_argument("--repeats", type=int, default=5, help="alternating repetitions of each loop")
+    b.add_argument("--epochs", type=count, default=2, help="timed epochs per repetition")
+    b.add_argument("--repeats", type=count, default=5, help="alternating repetitions of each loop")
     b.add_argument("--device", default="auto")
     k = bench.add_parser("kernels", parents=[plugin],
                          help="activation kernels against their reference, torch.compile and "
                               "native ops")
     k.add_argument("acts", nargs="*", help="activations (default: every formula activation)")
-    k.add_argument("--numel", type=int, help="elements (default 2^26 on GPU, 2^20 on CPU)")
+    k.add_argument("--numel", type=count, help="elements (default 2^26 on GPU, 2^20 on CPU)")
     k.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                    help="default bfloat16 on GPU, float32 on CPU")
     k.add_argument("--device", default="auto")
@@ -237,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = bench.add_parser("quant", parents=[plugin],
                          help="fake-quantization kernels against the PyTorch reference and the "
                               "copy bandwidth")
-    q.add_argument("--numel", type=int, help="elements (default 2^26 on GPU, 2^20 on CPU)")
+    q.add_argument("--numel", type=count, help="elements (default 2^26 on GPU, 2^20 on CPU)")
     q.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                    help="default bfloat16 on GPU, float32 on CPU")
     q.add_argument("--device", default="auto")
@@ -257,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-param", action="extend", nargs="+", default=[], metavar="NAME=VALUE",
                    help="set an init option, e.g. --init-param gain=2 (several at once or repeated)")
     p.add_argument("--dataset", default=None, help="data set (default: digits)")
-    p.add_argument("--seed", type=int, default=0, help="seed of init and batch (default 0)")
-    p.add_argument("--batch-size", type=int, default=256,
+    p.add_argument("--seed", type=seed, default=0, help="seed of init and batch (default 0)")
+    p.add_argument("--batch-size", type=count, default=256,
                    help="examples in the probed batch (default 256, at most the training split)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--out", default="probes", type=Path,
@@ -270,10 +291,10 @@ def sweep_options(p) -> None:
     """Where and how the runs of `zoo sweep` and `zoo submit` happen."""
     p.add_argument("--executor", default="local", choices=["local", "ray", "torchrun"],
                    help="local process pool (default), Ray, or torchrun (one run across GPUs)")
-    p.add_argument("--workers", type=int, help="runs at once (default: GPUs, else cores / threads)")
-    p.add_argument("--threads", type=int, help="torch threads per run (default: cores / workers)")
+    p.add_argument("--workers", type=count, help="runs at once (default: GPUs, else cores / threads)")
+    p.add_argument("--threads", type=count, help="torch threads per run (default: cores / workers)")
     p.add_argument("--address", help="with --executor ray: the cluster (default: start Ray here)")
-    p.add_argument("--nproc-per-node", type=int,
+    p.add_argument("--nproc-per-node", type=count,
                    help="with --executor torchrun: processes per run (default: GPUs, else 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--out", default="runs", type=Path,
@@ -283,11 +304,11 @@ def sweep_options(p) -> None:
 
 
 def sampling_options(p) -> None:
-    p.add_argument("--cfg", type=float, default=None,
+    p.add_argument("--cfg", type=non_negative, default=None,
                    help="classifier-free guidance scale, 1 = conditional only (default 1.5)")
-    p.add_argument("--top-k", type=int, default=None, help="top-k sampling, 0 = off (default 0)")
-    p.add_argument("--top-p", type=float, default=None,
+    p.add_argument("--top-k", type=natural, default=None, help="top-k sampling, 0 = off (default 0)")
+    p.add_argument("--top-p", type=probability, default=None,
                    help="nucleus sampling, 1 = off (default 0.95)")
-    p.add_argument("--temperature", type=float, default=None, help="(default 1)")
-    p.add_argument("--sample-seed", type=int, default=None,
+    p.add_argument("--temperature", type=positive, default=None, help="(default 1)")
+    p.add_argument("--sample-seed", type=seed, default=None,
                    help="seed of the sampling generator (default 0)")

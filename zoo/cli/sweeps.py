@@ -8,6 +8,7 @@ from typing import Any
 from zoo.boards.render import record_standard_grid, render_leaderboards
 from zoo.errors import ZooError
 from zoo.registry import ACTS
+from zoo.runs.files import writable_folder
 from zoo.runs.lr_tuning import parse_scales
 from zoo.runs.protocols import get_protocol
 from zoo.runs.results import ResultsStore, results_path
@@ -22,6 +23,7 @@ def cmd_sweep(args) -> int:
                        seeds=args.seeds)
     plugins = [str(Path(p).resolve()) for p in args.plugin_before_command + args.plugin]
     tune_lr = parse_scales(args.tune_lr) if args.tune_lr is not None else None
+    check_output_folders(args)
     state = run_sweep(grid, out=args.out, plugins=plugins, dry_run=args.dry_run,
                       tune_lr=tune_lr, **_sweep_executor(args))
     return _finish_sweep(state, args)
@@ -31,6 +33,16 @@ def _sweep_executor(args) -> dict[str, Any]:
     return {"executor": args.executor, "workers": args.workers, "threads": args.threads,
             "device": args.device, "address": args.address,
             "nproc_per_node": args.nproc_per_node}
+
+
+def check_output_folders(args) -> None:
+    """Where a sweep writes must be writable before its first run starts (a dry run writes
+    nothing)."""
+    if args.dry_run:
+        return
+    writable_folder(args.out, "--out")
+    if args.leaderboard is not None:
+        writable_folder(args.leaderboard, "--leaderboard")
 
 
 def _finish_sweep(state, args) -> int:
@@ -57,6 +69,7 @@ def cmd_submit(args) -> int:
     get_protocol(args.protocol)  # a typo fails before the checks, not after them
     submitted = (submission.load_submission_file(args.file) if args.file else
                  submission.load_submission_entry(args.entry))
+    check_output_folders(args)
     submission.check_stored_runs(submitted, args.out)
     submission.validate(submitted)
     plugins = [str(Path(p).resolve()) for p in args.plugin_before_command + args.plugin]

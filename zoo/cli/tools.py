@@ -8,7 +8,7 @@ import torch
 
 from zoo.cli.options import parse_options, parse_params
 from zoo.errors import ZooError
-from zoo.runs.files import atomic_write_text
+from zoo.runs.files import atomic_write_text, writable_folder
 from zoo.tools import kernel_bench, quant_bench
 from zoo.tools.bench import bench_harness
 from zoo.tools.probe import print_probe, probe_run, write_probe
@@ -43,6 +43,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_probe(args) -> int:
+    writable_folder(args.out, "--out")
     result = probe_run(args.arch, act=args.act, init=args.init, dataset=args.dataset,
                        seed=args.seed, batch_size=args.batch_size, device=args.device,
                        act_params=parse_params(args.act_param, "--act-param"),

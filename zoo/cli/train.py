@@ -8,6 +8,7 @@ from zoo.cli.options import parse_options, parse_params
 from zoo.evaluate.generation import describe_generation
 from zoo.registry.kinds import GENERATE, LANGUAGE
 from zoo.runs.config import TrainConfig
+from zoo.runs.files import writable_folder
 from zoo.tasks.kinds import make_trainer
 
 
@@ -26,6 +27,7 @@ def cmd_train(args) -> int:
         quant_params=parse_options(args.quant_param, "--quant-param"), qat=args.qat,
         tokenizer=args.tokenizer, block_size=args.block_size,
         steps_per_epoch=args.steps_per_epoch)
+    writable_folder(args.out, "--out")
     trainer = make_trainer(config, out=args.out, device=args.device, compile=args.compile,
                            show_progress=not args.no_progress)
     outcome = trainer.run()

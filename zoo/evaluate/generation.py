@@ -14,7 +14,7 @@ from zoo.registry import ARCHS
 from zoo.registry.kinds import is_generator_arch
 from zoo.runs.files import atomic_write_json
 from zoo.tasks import gen_metrics
-from zoo.tasks.gen_eval import GenProtocol, generate_per_class
+from zoo.tasks.gen_eval import GenProtocol, check_pinned_feature_net, generate_per_class
 
 
 def is_generator_run(run: str, out: str | Path = "runs") -> bool:
@@ -49,6 +49,8 @@ def evaluate_generator(run: str, protocol: GenProtocol, out: str | Path = "runs"
     run_dir, _, task, model, epoch = load_run_model(run, out, device)
     test = task.evaluate(model, "test", autocast=task.device.type == "cuda")
     stored = (run_dir.read_json_if_present("result.json") or {}).get("metrics", {})
+    check_pinned_feature_net((stored.get("gen_protocol") or {}).get("feature_net"),
+                             task.feature_net(), run_dir.name)
     report = {"run_id": run_dir.name, "epoch": epoch, "test_loss": test["loss"],
               "test_acc": test["acc"], "stored_test_loss": stored.get("test_loss"),
               **task.generation_metrics(model, protocol)}

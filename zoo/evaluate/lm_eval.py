@@ -318,14 +318,12 @@ def _language_run(run: str, out: str | Path):
     ZooErrors otherwise. Builds nothing."""
     run_dir = find_run(run, out)
     stored = run_dir.read_json("config.json")
-    try:
-        config = TrainConfig(**stored["config"])
-    except (KeyError, TypeError) as exc:
-        raise ZooError(f"{run_dir.path}/config.json is not a zoo run config ({exc})") from None
-    if config.dataset not in DATASETS or "text" not in DATASETS.get(config.dataset).tags:
-        raise ZooError(f"{run} is not a language model ({config.arch} on {config.dataset}); "
-                       "--lm-eval evaluates runs trained on a text corpus (zoo train gpt2)")
-    config.validate()
+    dataset = (stored.get("config") or {}).get("dataset") if isinstance(stored, dict) else None
+    if not isinstance(dataset, str) or dataset not in DATASETS \
+            or "text" not in DATASETS.get(dataset).tags:
+        raise ZooError(f"{run} is not a language model (trained on {dataset}); --lm-eval "
+                       "evaluates runs trained on a text corpus (zoo train gpt2)")
+    config = TrainConfig.from_stored(stored, run_dir.path / "config.json")
     if not run_dir.has_checkpoint():
         raise ZooError(f"run {run_dir.name} has no checkpoint yet (it has not finished an epoch)")
     return run_dir, config

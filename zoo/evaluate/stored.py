@@ -22,11 +22,7 @@ def load_run_model(run: str, out: str | Path = "runs", device: str = "auto"):
     """(run_dir, config, task, model with the checkpoint's weights, epoch) of a stored run."""
     run_dir = find_run(run, out)
     stored = run_dir.read_json("config.json")
-    try:
-        config = TrainConfig(**stored["config"])
-    except (KeyError, TypeError) as exc:
-        raise ZooError(f"{run_dir.path}/config.json is not a zoo run config ({exc})") from None
-    config.validate()
+    config = TrainConfig.from_stored(stored, run_dir.path / "config.json")
     if not run_dir.has_checkpoint():
         raise ZooError(f"run {run_dir.name} has no checkpoint yet (it has not finished an epoch)")
     dev = resolve_device(device)

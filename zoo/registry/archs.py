@@ -12,6 +12,7 @@ from zoo.models.gpt2 import small_gpt2
 from zoo.models.timm_models import small_kat, small_resnet, small_vit
 from zoo.models.var import small_var
 from zoo.registry.core import ARCHS
+from zoo.registry.options import AT_LEAST_ONE, DROP_RATE, POSITIVE
 
 FALLBACK_ACT = "relu"  # for an arch registered without a default_act
 
@@ -41,6 +42,14 @@ VIT_FASHION_MNIST = {
     "arch_params": {"patch_size": 7},
 }
 
+# Bounds of the size options (`--arch-param`), checked before a model is built.
+VIT_OPTION_RANGES = {"embed_dim": AT_LEAST_ONE, "depth": AT_LEAST_ONE, "num_heads": AT_LEAST_ONE,
+                     "patch_size": AT_LEAST_ONE, "mlp_ratio": POSITIVE,
+                     "drop_path_rate": DROP_RATE}
+TRANSFORMER_OPTION_RANGES = {"n_layer": AT_LEAST_ONE, "n_head": AT_LEAST_ONE,
+                             "n_embd": AT_LEAST_ONE, "mlp_ratio": POSITIVE,
+                             "dropout": DROP_RATE, "cond_drop": DROP_RATE}
+
 ARCHS.register(
     "vit",
     summary="Vision Transformer (timm), sized for small images: dim 64, depth 4, 4 heads",
@@ -53,6 +62,7 @@ ARCHS.register(
     recipe={"epochs": 50, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.3, "warmup_epochs": 2,
             "label_smoothing": 0.1},
     dataset_recipes={"fashion-mnist": VIT_FASHION_MNIST},
+    option_ranges=VIT_OPTION_RANGES,
 )(small_vit)
 
 ARCHS.register(
@@ -74,6 +84,7 @@ ARCHS.register(
     recipe={"epochs": 50, "batch_size": 64, "lr": 2e-3, "weight_decay": 0.3, "warmup_epochs": 2,
             "label_smoothing": 0.1},
     dataset_recipes={"fashion-mnist": VIT_FASHION_MNIST},  # the vit's, MLPs aside
+    option_ranges=VIT_OPTION_RANGES,
 )(small_kat)
 
 
@@ -94,6 +105,7 @@ ARCHS.register(
             "steps_per_epoch": 100, "epochs": 10, "batch_size": 32, "lr": 2e-3,
             "weight_decay": 0.1, "warmup_epochs": 1, "label_smoothing": 0.0,
             "arch_params": {"size": "nano"}},
+    option_ranges=TRANSFORMER_OPTION_RANGES,
 )(_gpt2)
 
 
@@ -129,6 +141,7 @@ ARCHS.register(
     tags=("image", "generator", "transformer"),
     default_act="gelu",
     recipe={**_GENERATOR_RECIPE, "tokenizer": "msvq"},
+    option_ranges=TRANSFORMER_OPTION_RANGES,
 )(_generator("scale"))
 
 ARCHS.register(
@@ -139,4 +152,5 @@ ARCHS.register(
     tags=("image", "generator", "transformer"),
     default_act="gelu",
     recipe={**_GENERATOR_RECIPE, "tokenizer": "vq"},
+    option_ranges=TRANSFORMER_OPTION_RANGES,
 )(_generator("raster"))

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, one_line
+
+# A name becomes part of run ids, and so of folder and file names: only characters that mean
+# the same in both, and never `.` or `..`, which name folders themselves.
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def is_valid_name(name: object) -> bool:
+    return isinstance(name, str) and bool(NAME.fullmatch(name)) and name not in (".", "..")
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,15 @@ class Entry:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def create(self, **overrides: Any) -> Any:
-        return self.factory(**{**self.defaults, **overrides})
+        if self.source == "builtin":
+            return self.factory(**{**self.defaults, **overrides})
+        try:  # a plugin's factory that raises (or exits) is the plugin's problem: one line
+            return self.factory(**{**self.defaults, **overrides})
+        except ZooError:
+            raise
+        except (Exception, SystemExit) as exc:
+            raise ZooError(f"{self.kind} '{self.name}' ({self.source}) failed to build: "
+                           f"{failure(exc)}") from exc
 
 
 class Registry:
@@ -88,6 +105,12 @@ class Registry:
         return decorator
 
     def add(self, entry: Entry) -> None:
+        if not is_valid_name(entry.name):
+            raise ZooError(
+                f"{self.kind} name {entry.name!r} ({entry.source}) is not allowed: names become "
+                "part of run ids and file names, so use only letters, digits, '_', '-' and '.' "
+                "(and not '.' or '..')"
+            )
         if entry.name in self._entries:
             existing = self._entries[entry.name]
             raise ZooError(
@@ -122,6 +145,12 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return f"unknown {kind} '{name}'{hint} (`zoo list` shows all)"
+
+
+def failure(exc: BaseException) -> str:
+    """`Type: message` of a third party's exception, on one line (`sys.exit(3)` reads as
+    `SystemExit: 3`)."""
+    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def _first_doc_line(obj: Any) -> str:

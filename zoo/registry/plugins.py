@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from zoo.errors import ZooError
-from zoo.registry.core import entries_from
+from zoo.registry.core import entries_from, failure
 
 ENTRY_POINT_GROUP = "zoo.plugins"
 _loaded: set[str] = set()
@@ -30,8 +30,9 @@ def load_entry_point_plugins() -> list[str]:
                     target()  # an entry point may also name a `register()` function
         except ZooError:
             raise
-        except Exception as exc:  # a broken plugin must not look like a zoo crash
-            raise ZooError(f"plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from exc
+        except (Exception, SystemExit) as exc:  # a broken plugin must not look like a zoo crash
+            raise ZooError(f"plugin '{ep.name}' ({ep.value}) failed to load: "
+                           f"{failure(exc)}") from exc
         _loaded.add(key)
         loaded.append(ep.name)
     return loaded
@@ -58,8 +59,8 @@ def load_plugin_file(path: str | Path) -> str:
     except ZooError:
         sys.modules.pop(module_name, None)
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a plugin must not end zoo silently
         sys.modules.pop(module_name, None)
-        raise ZooError(f"plugin {path.name} failed to load: {type(exc).__name__}: {exc}") from exc
+        raise ZooError(f"plugin {path.name} failed to load: {failure(exc)}") from exc
     _loaded.add(key)
     return module_name

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from zoo.errors import ZooError
@@ -11,6 +12,7 @@ from zoo.registry import ACTS, ARCHS, DATASETS, INITS, QUANTS
 from zoo.registry.archs import default_act
 from zoo.registry.datasets import DEFAULT_DATASET
 from zoo.registry.kinds import is_generator_arch, is_text_dataset, run_kind, takes_text
+from zoo.registry.options import check_options
 from zoo.runs.ids import canonical_json
 from zoo.runs.tokenizer_spec import parse_tokenizer
 
@@ -21,6 +23,13 @@ RECIPE_DEFAULTS = {"optimizer": "adamw", "schedule": "cosine", "aug_shift": 0,
                    "aug_flip": False, "ema": None, "tta_flip": False}
 
 # Training defaults when neither the flag nor the architecture's recipe gives one.
+MAX_SEED = 2**32 - 1
+# A TrainConfig field's annotation -> the JSON values config.json may hold for it.
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+    "int | None": (int, type(None)), "float | None": (int, float, type(None)),
+    "str | None": (str, type(None)), "dict[str, Any]": (dict,)}  # numpy's legacy generators take no larger seed
+
 FALLBACK_RECIPE = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.05,
                    "warmup_epochs": 1.0, "label_smoothing": 0.0}
 
@@ -91,11 +100,40 @@ class TrainConfig:
             config.tokenizer = parse_tokenizer(config.tokenizer).canonical()
         return config
 
+    @classmethod
+    def from_stored(cls, stored: Any, source: Any) -> "TrainConfig":
+        """The configuration in a run folder's config.json (`stored`, read from `source`),
+        checked field by field before anything trusts it: a damaged or hand-edited file is one
+        line naming the field, not a traceback from wherever the value is first used."""
+        fields_json = stored.get("config") if isinstance(stored, dict) else None
+        if not isinstance(fields_json, dict):
+            raise ZooError(f"{source} is not a zoo run config (no 'config' object)")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(fields_json) - set(known))
+        missing = sorted(name for name, f in known.items() if name not in fields_json
+                         and f.default is MISSING and f.default_factory is MISSING)
+        if unknown or missing:
+            raise ZooError(f"{source} is not a config of this zoo (unknown fields: "
+                           f"{', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'})")
+        for name, value in fields_json.items():
+            expected = FIELD_TYPES[known[name].type]
+            if isinstance(value, bool) and bool not in expected or not isinstance(value, expected):
+                raise ZooError(f"{source}: config field {name!r} holds {value!r}, not a value of "
+                               f"type {known[name].type}")
+        config = cls(**fields_json)
+        config.validate()
+        return config
+
     def validate(self) -> None:
         for registry, name in ((ARCHS, self.arch), (ACTS, self.act), (INITS, self.init),
                                (QUANTS, self.quant), (DATASETS, self.dataset)):
             registry.get(name)
+        check_options(ACTS.get(self.act), self.act_params, "--act-param")
         ACTS.get(self.act).create(**self.act_params)  # unknown parameter names fail here
+        for entry, options, flag in ((INITS.get(self.init), self.init_params, "--init-param"),
+                                     (QUANTS.get(self.quant), self.quant_params, "--quant-param"),
+                                     (ARCHS.get(self.arch), self.arch_params, "--arch-param")):
+            check_options(entry, options, flag)
         try:  # init factories take keywords: a wrong name would otherwise be a TypeError
             INITS.get(self.init).create(**self.init_params)
         except TypeError as exc:
@@ -129,15 +167,23 @@ class TrainConfig:
             _positive("eval-subset", self.eval_subset, integer=True)
             if language_arch or generator:
                 raise ZooError(f"--eval-subset is for image classifiers, not {self.arch}")
-        if self.weight_decay < 0:
-            raise ZooError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.warmup_epochs < 0:
-            raise ZooError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        # each check is written so that nan fails it (every comparison with nan is False)
+        if not 0 <= self.weight_decay < math.inf:
+            raise ZooError(f"--weight-decay must be finite and >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_epochs < math.inf:
+            raise ZooError(f"--warmup-epochs must be finite and >= 0, got {self.warmup_epochs}")
         if not 0 <= self.label_smoothing < 1:
             raise ZooError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.seed < 0:
-            raise ZooError(f"--seed must be >= 0, got {self.seed}")
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed \
+                or not 0 <= self.seed <= MAX_SEED:
+            raise ZooError(f"--seed must be a whole number in [0, {MAX_SEED}], got {self.seed}")
         self._validate_recipe(language_arch or generator)
+        if not (language_arch or generator):
+            given = [f"--{flag.replace('_', '-')}" for flag in self._language_fields()
+                     if getattr(self, flag) is not None]
+            if given:  # they would change the run id while changing nothing else
+                raise ZooError(f"{', '.join(given)}: language-model options (--tokenizer is "
+                               f"also one of image generators), not for {self.arch}")
         for flag in ("block_size", "steps_per_epoch"):
             if getattr(self, flag) is not None:
                 _positive(flag.replace("_", "-"), getattr(self, flag), integer=True)

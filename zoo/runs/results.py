@@ -4,35 +4,42 @@ Stdlib `sqlite3` in WAL mode: readers never block the writer, and every write is
 `BEGIN IMMEDIATE` transaction, so concurrent writers queue on SQLite's lock (busy timeout 60 s)
 instead of failing. The schema version lives in `PRAGMA user_version`.
 
-A connection is never used across `fork()`: a store that finds itself in a new process opens a
-fresh connection, and a pickled store (spawn-based pools, Ray) reopens its path on arrival.
+A connection lives for one operation only: a store held through an hour-long run keeps no file
+handle or lock between its writes, is safe across `fork()`, and pickles as its path (spawn-based
+pools, Ray).
+
+JSON columns stay valid JSON for SQLite's own functions (`json_extract`): a NaN or infinite
+metric is stored as null, and the column's `NONFINITE_KEY` lists where and what it was, so that
+reading the row back gives the float again.
 """
 
 from __future__ import annotations
 
 import array
+import contextlib
 import json
-import os
+import math
 import sqlite3
 import sys
 import time
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path, PurePath
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from zoo.errors import ZooError
 
-SCHEMA_VERSION = 3  # 2 added the predictions table; 3 each run's kind and protocol name, and meta
+# 2 added the predictions table; 3 each run's kind and protocol name, and meta; 4 stores
+# non-finite numbers as null (NONFINITE_KEY), so SQLite's JSON functions read every row
+SCHEMA_VERSION = 4
 STATUSES = ("running", "completed", "diverged", "failed")
 BUSY_TIMEOUT_S = 60.0
 
 _T = TypeVar("_T")
 _JSON_FIELDS = frozenset({"protocol", "metrics", "environment", "config"})
 _INDEXED = ("arch", "act", "init", "quant", "dataset", "seed", "status", "protocol_id")
-# Connections inherited through fork(): never used or closed in the child (closing one there could
-# disturb the parent's locks), only kept alive so garbage collection does not close them either.
-_INHERITED: list[sqlite3.Connection] = []
+# In a JSON column: [[path, "nan" | "inf" | "-inf"], ...] for the values stored as null.
+NONFINITE_KEY = "__nonfinite__"
 
 
 # A post-training-quantization record (zoo.evaluate.ptq) names its float run here in its config.
@@ -135,25 +142,66 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def without_nonfinite(value: Any, path: tuple = (), found: list | None = None) -> Any:
+    """`value` with every NaN or infinite float replaced by None; their paths and values are
+    appended to `found`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if found is not None:
+            found.append([list(path), repr(value)])
+        return None
+    if isinstance(value, dict):
+        return {k: without_nonfinite(v, (*path, k), found) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nonfinite(v, (*path, i), found) for i, v in enumerate(value)]
+    return value
+
+
+def _encode_json(value: Any) -> str:
+    value = json.loads(json.dumps(value, default=_json_default))  # tensors, paths -> plain JSON
+    found: list = []
+    clean = without_nonfinite(value, found=found)
+    if found:
+        if not isinstance(clean, dict):
+            raise TypeError("a non-finite value outside a JSON object")
+        clean[NONFINITE_KEY] = found
+    return json.dumps(clean, sort_keys=True, allow_nan=False)
+
+
+def _decode_json(text: str) -> Any:
+    value = json.loads(text)
+    if isinstance(value, dict) and NONFINITE_KEY in value:
+        for path, number in value.pop(NONFINITE_KEY):
+            *parents, last = path
+            holder = value
+            for key in parents:
+                holder = holder[key]
+            holder[last] = float(number)
+    return value
+
+
 def _to_row(record: RunRecord) -> tuple[Any, ...]:
     row = []
     for name in _COLUMNS:
         value = getattr(record, name)
         if name in _JSON_FIELDS:
             try:
-                value = json.dumps(value, sort_keys=True, default=_json_default)
+                value = _encode_json(value)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"run {record.run_id}: field {name!r}: {exc}") from exc
         row.append(value)
     return tuple(row)
 
 
-def _from_row(row: tuple[Any, ...]) -> RunRecord:
-    values = {
-        name: json.loads(value) if name in _JSON_FIELDS else value
-        for name, value in zip(_COLUMNS, row)
-    }
-    return RunRecord(**values)
+def _from_row(row: tuple[Any, ...], path: Path) -> RunRecord:
+    values = dict(zip(_COLUMNS, row))
+    try:
+        for name in _JSON_FIELDS:
+            values[name] = _decode_json(values[name])
+        return RunRecord(**values)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:  # a damaged or edited row
+        raise ZooError(f"results database {path}: the row of run {values.get('run_id')!r} is "
+                       f"damaged ({' '.join(str(exc).split())[:200]}); restore the database "
+                       "from a backup or delete that row") from None
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -169,13 +217,12 @@ class ResultsStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ZooError(f"cannot create the folder of results database {self.path}: {exc}") from exc
-        self._pid = os.getpid()
-        self._conn = self._open()
+        with self._connect():  # creates or migrates the schema, or fails here, at once
+            pass
 
     # -- public API --------------------------------------------------------------------------
 
@@ -187,27 +234,19 @@ class ResultsStore:
         blob = None if predictions is None else array.array("I", predictions)
         if blob is not None and sys.byteorder != "little":
             blob.byteswap()
-        conn = self._connection()
 
-        def write() -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(_UPSERT, row)
-                if blob is not None:
-                    conn.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?)",
-                                 (record.run_id, split, blob.tobytes()))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(_UPSERT, row)
+            if blob is not None:
+                conn.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?)",
+                             (record.run_id, split, blob.tobytes()))
 
-        self._retry(write)
+        self._write(write)
 
     def get(self, run_id: str) -> RunRecord | None:
-        conn = self._connection()
-        rows = self._retry(lambda: conn.execute(f"{_SELECT} WHERE run_id = ?", (run_id,)).fetchall())
-        return _from_row(rows[0]) if rows else None
+        rows = self._read(lambda conn: conn.execute(f"{_SELECT} WHERE run_id = ?",
+                                                    (run_id,)).fetchall())
+        return _from_row(rows[0], self.path) if rows else None
 
     def runs(
         self,
@@ -224,18 +263,16 @@ class ResultsStore:
             sql += " WHERE " + " AND ".join(clause for clause, _ in clauses)
         sql += " ORDER BY run_id"
         params = tuple(value for _, value in clauses)
-        conn = self._connection()
-        rows = self._retry(lambda: conn.execute(sql, params).fetchall())
-        return [_from_row(row) for row in rows]
+        rows = self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [_from_row(row, self.path) for row in rows]
 
     def predictions(self, run_ids: list[str]) -> dict[str, tuple[str, list[int]]]:
         """run_id -> (split, predicted classes) for the runs among `run_ids` that stored them."""
-        conn = self._connection()
         found = {}
         for start in range(0, len(run_ids), 500):  # SQLite limits bound parameters
             chunk = run_ids[start:start + 500]
             marks = ", ".join("?" for _ in chunk)
-            rows = self._retry(lambda: conn.execute(
+            rows = self._read(lambda conn: conn.execute(
                 f"SELECT run_id, split, classes FROM predictions WHERE run_id IN ({marks})",
                 chunk).fetchall())
             for run_id, split, blob in rows:
@@ -247,12 +284,7 @@ class ResultsStore:
         return found
 
     def close(self) -> None:
-        if self._conn is not None:
-            if os.getpid() == self._pid:
-                self._conn.close()
-            else:
-                _INHERITED.append(self._conn)
-            self._conn = None
+        """Nothing to release: connections live for one operation. Kept for `with` blocks."""
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -264,24 +296,16 @@ class ResultsStore:
         return {"path": self.path}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+        self.path = Path(state["path"])
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.path)!r})"
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise ValueError(f"{self!r} is closed")
-        if os.getpid() != self._pid:  # forked: the parent's connection must not be used here
-            _INHERITED.append(self._conn)
-            self._conn = None
-            self._pid = os.getpid()
-            self._conn = self._open()
-        return self._conn
-
-    def _open(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation, closed after it."""
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as exc:
@@ -289,10 +313,29 @@ class ResultsStore:
         try:
             self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchall())
             self._retry(lambda: self._ensure_schema(conn))
-        except BaseException:
+            yield conn
+        finally:
             conn.close()
-            raise
-        return conn
+
+    def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
+        with self._connect() as conn:
+            return self._retry(lambda: query(conn))
+
+    def _write(self, change: Callable[[sqlite3.Connection], None]) -> None:
+        """`change` in one `BEGIN IMMEDIATE` transaction: all of it is stored, or none."""
+        with self._connect() as conn:
+
+            def transaction() -> None:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    change(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+
+            self._retry(transaction)
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         if self._schema_version(conn) == SCHEMA_VERSION:
@@ -313,6 +356,8 @@ class ResultsStore:
                     if column not in have:
                         conn.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
                 conn.execute(_CREATE_META)
+            if self._schema_version(conn) < 4:
+                reencode_nonfinite(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -322,41 +367,27 @@ class ResultsStore:
 
     def unstamped(self) -> list[RunRecord]:
         """The runs whose kind is not stamped yet (stored by zoo before schema version 3)."""
-        conn = self._connection()
-        rows = self._retry(lambda: conn.execute(
+        rows = self._read(lambda conn: conn.execute(
             f"{_SELECT} WHERE kind IS NULL ORDER BY run_id").fetchall())
-        return [_from_row(row) for row in rows]
+        return [_from_row(row, self.path) for row in rows]
 
     def set_stamps(self, stamps: dict[str, tuple[str, str | None]]) -> None:
         """run_id -> (kind, protocol name), written in one transaction."""
         rows = [(kind, name, run_id) for run_id, (kind, name) in stamps.items()]
         if not rows:
             return
-        conn = self._connection()
-
-        def write() -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany("UPDATE runs SET kind = ?, protocol_name = ? WHERE run_id = ?",
-                                 rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-
-        self._retry(write)
+        self._write(lambda conn: conn.executemany(
+            "UPDATE runs SET kind = ?, protocol_name = ? WHERE run_id = ?", rows))
 
     def set_meta(self, key: str, value: Any) -> None:
         """Store `value` (JSON) under `key`, replacing what was there."""
         text = json.dumps(value, sort_keys=True)
-        conn = self._connection()
-        self._retry(lambda: conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, text)))
+        self._write(lambda conn: conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                              (key, text)))
 
     def meta(self, key: str, default: Any = None) -> Any:
-        conn = self._connection()
-        rows = self._retry(lambda: conn.execute("SELECT value FROM meta WHERE key = ?",
-                                                (key,)).fetchall())
+        rows = self._read(lambda conn: conn.execute("SELECT value FROM meta WHERE key = ?",
+                                                    (key,)).fetchall())
         return json.loads(rows[0][0]) if rows else default
 
     def _schema_version(self, conn: sqlite3.Connection) -> int:
@@ -398,6 +429,21 @@ class ResultsStore:
                 if type(exc) is not sqlite3.DatabaseError:  # IntegrityError, ProgrammingError, ...
                     raise
                 raise self._unusable(exc) from exc
+
+
+def reencode_nonfinite(conn: sqlite3.Connection) -> None:
+    """Rows written before schema 4 hold NaN / Infinity literals, which are not JSON to SQLite:
+    rewrite their JSON columns in the current encoding (values unchanged when read back)."""
+    json_columns = sorted(_JSON_FIELDS)
+    suspects = " OR ".join(f"{c} LIKE '%NaN%' OR {c} LIKE '%Infinity%'" for c in json_columns)
+    rows = conn.execute(f"SELECT run_id, {', '.join(json_columns)} FROM runs WHERE {suspects}")
+    for run_id, *texts in rows.fetchall():
+        try:
+            values = [_encode_json(json.loads(text)) for text in texts]
+        except (TypeError, ValueError):  # a damaged row stays as it is: reading it says so
+            continue
+        assignments = ", ".join(f"{c} = ?" for c in json_columns)
+        conn.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", (*values, run_id))
 
 
 def results_path(out: str | Path) -> Path:

@@ -3,13 +3,17 @@
     <run_dir>/config.json        what was asked for (enough to rebuild the model and data)
     <run_dir>/environment.json   versions, device, git commit
     <run_dir>/metrics.jsonl      one line per finished epoch
-    <run_dir>/checkpoint.json    points at the newest complete checkpoint
+    <run_dir>/checkpoint.json    points at the newest complete checkpoint, with the sha256 of
+                                 each of its files (checked before the files are trusted)
     <run_dir>/checkpoints/epoch-NNNN/{model.safetensors, trainer.pt}
     <run_dir>/initial_weights.safetensors   the weight matrices at step 0 (for weight change)
     <run_dir>/result.json        status and final metrics, written last
 
 Every file is written atomically and the checkpoint pointer is moved only after the checkpoint it
-names is complete, so a run killed at any moment resumes from its last finished epoch.
+names is complete, so a run killed at any moment resumes from its last finished epoch. Reading a
+checkpoint checks the pointer's shape (its folder must be the run's own `checkpoints/epoch-NNNN`)
+and each file's checksum: a damaged or tampered file is a one-line error, never silently wrong
+weights.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +32,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from zoo.errors import ZooError
-from zoo.runs.files import atomic_write, atomic_write_json, atomic_write_text, file_lock, lock_owner
+from zoo.runs.files import (
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    file_lock,
+    lock_owner,
+    remove_stale_temp_files,
+    sha256_file,
+)
+
+CHECKPOINT_FILES = ("model.safetensors", "trainer.pt")
+CHECKPOINT_DIR = re.compile(r"checkpoints/epoch-(\d{4,})")
 
 
 @dataclass
@@ -59,6 +75,7 @@ class RunDir:
                 holder = lock_owner(lock) or "another process"
                 raise ZooError(f"run {self.name} is being trained by {holder} right now; wait for "
                                "it or pick another --seed/--out")
+            remove_stale_temp_files(self.path)  # left by a killed run of this folder
             yield
 
     # --- json documents -------------------------------------------------------------------
@@ -88,7 +105,9 @@ class RunDir:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
         atomic_write(folder / "trainer.pt", lambda tmp: torch.save(trainer_state, tmp))
-        self.write_json("checkpoint.json", {"epoch": epoch, "dir": str(folder.relative_to(self.path))})
+        self.write_json("checkpoint.json", {
+            "epoch": epoch, "dir": folder.relative_to(self.path).as_posix(),
+            "sha256": {name: sha256_file(folder / name) for name in CHECKPOINT_FILES}})
         for old in (self.path / "checkpoints").glob("epoch-*"):
             if old != folder:
                 shutil.rmtree(old, ignore_errors=True)
@@ -111,23 +130,71 @@ class RunDir:
     def has_checkpoint(self) -> bool:
         return (self.path / "checkpoint.json").is_file()
 
-    def load_model_state(self) -> tuple[int, dict[str, torch.Tensor]]:
+    def checkpoint_pointer(self) -> tuple[int, Path, dict[str, str]]:
+        """(epoch, folder, sha256 per file) of the newest checkpoint, from checkpoint.json,
+        checked: the folder is this run's `checkpoints/epoch-NNNN` of that epoch. Checksums
+        are empty for checkpoints written before zoo recorded them."""
         pointer = self.read_json("checkpoint.json")
-        path = self.path / pointer["dir"] / "model.safetensors"
+        where = self.path / "checkpoint.json"
+        if not isinstance(pointer, dict) or not isinstance(pointer.get("dir"), str) \
+                or type(pointer.get("epoch")) is not int:
+            raise ZooError(f"{where} is damaged: it needs an integer 'epoch' and a 'dir'")
+        match = CHECKPOINT_DIR.fullmatch(pointer["dir"])
+        if match is None or int(match.group(1)) != pointer["epoch"] or pointer["epoch"] < 1:
+            raise ZooError(f"{where} is damaged: 'dir' must be checkpoints/epoch-NNNN of its "
+                           f"epoch {pointer['epoch']}, got {pointer['dir']!r}")
+        checksums = pointer.get("sha256", {})
+        complete = isinstance(checksums, dict) and all(
+            isinstance(checksums.get(name), str) for name in CHECKPOINT_FILES)
+        if checksums != {} and not complete:
+            raise ZooError(f"{where} is damaged: 'sha256' must give each of "
+                           f"{', '.join(CHECKPOINT_FILES)}")
+        return pointer["epoch"], self.path / pointer["dir"], checksums
+
+    def _verified(self, folder: Path, name: str, checksums: dict[str, str]) -> Path:
+        path = folder / name
+        if not path.is_file():
+            raise ZooError(f"checkpoint {path} is missing")
+        if checksums and sha256_file(path) != checksums[name]:
+            raise ZooError(f"checkpoint {path} does not match the sha256 recorded in "
+                           "checkpoint.json: the file was damaged or changed after it was "
+                           "written; restore it, or delete the run to train it again")
+        return path
+
+    def load_model_state(self) -> tuple[int, dict[str, torch.Tensor]]:
+        epoch, folder, checksums = self.checkpoint_pointer()
+        path = self._verified(folder, "model.safetensors", checksums)
         try:
-            return int(pointer["epoch"]), load_file(str(path))
+            return epoch, load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types for a damaged file
             raise ZooError(f"checkpoint {path} is corrupt or unreadable ({_short(exc)})") from None
 
     def load_checkpoint(self) -> Checkpoint:
         epoch, model_state = self.load_model_state()
-        pointer = self.read_json("checkpoint.json")
-        path = self.path / pointer["dir"] / "trainer.pt"
+        _, folder, checksums = self.checkpoint_pointer()
+        path = self._verified(folder, "trainer.pt", checksums)
         try:
             trainer_state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ZooError(f"checkpoint {path} is corrupt or unreadable ({_short(exc)})") from None
+        check_trainer_state(trainer_state, epoch, path)
         return Checkpoint(epoch, model_state, trainer_state)
+
+
+TRAINER_STATE_KEYS = ("optimizer", "scheduler", "rng_cpu", "history")
+
+
+def check_trainer_state(state: Any, epoch: int, path: Path) -> None:
+    """trainer.pt must be the trainer's own dictionary, with one history entry per epoch the
+    pointer claims (a pointer ahead of its history would skip epochs on resume)."""
+    if not isinstance(state, dict) or any(key not in state for key in TRAINER_STATE_KEYS):
+        raise ZooError(f"checkpoint {path} is not a zoo trainer state (it needs "
+                       f"{', '.join(TRAINER_STATE_KEYS)})")
+    if not isinstance(state["history"], list) or len(state["history"]) != epoch:
+        count = len(state["history"]) if isinstance(state["history"], list) else "no"
+        raise ZooError(f"checkpoint {path} holds {count} epochs of history but checkpoint.json "
+                       f"says epoch {epoch}: the run's files disagree; delete the run to train "
+                       "it again")
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path | str) -> None:

@@ -39,6 +39,13 @@ def feature_net_epochs(train_size: int) -> int:
     return max(1, min(FEATURE_NET_MAX_EPOCHS, math.ceil(FEATURE_NET_IMAGES / max(1, train_size))))
 
 
+# The metrics hold every sample's features at once (and the images for Inception FID): 10000 per
+# class is 100000 images on a 10-class set, about 300 MB of 28x28 images in float32; more would
+# exhaust a laptop's memory long after the sampling time was spent.
+MAX_SAMPLES_PER_CLASS = 10_000
+MAX_SEED = 2**32 - 1
+
+
 @dataclass(frozen=True)
 class GenProtocol:
     """The sampling settings and sample count behind a generation metric."""
@@ -52,16 +59,20 @@ class GenProtocol:
     reference: str = "test"  # the real images FID compares against
 
     def validate(self) -> None:
-        if self.samples_per_class < 1:
-            raise ZooError(f"--samples-per-class must be positive, got {self.samples_per_class}")
-        if self.cfg < 0:
-            raise ZooError(f"--cfg must be >= 0, got {self.cfg}")
-        if self.top_k < 0:
+        # written so that nan fails every check (a comparison with nan is False)
+        if not 1 <= self.samples_per_class <= MAX_SAMPLES_PER_CLASS:
+            raise ZooError(f"--samples-per-class must be in [1, {MAX_SAMPLES_PER_CLASS}], got "
+                           f"{self.samples_per_class}")
+        if not 0 <= self.cfg < math.inf:
+            raise ZooError(f"--cfg must be finite and >= 0, got {self.cfg}")
+        if not 0 <= self.top_k:
             raise ZooError(f"--top-k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ZooError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.temperature <= 0:
-            raise ZooError(f"--temperature must be positive, got {self.temperature}")
+        if not 0 < self.temperature < math.inf:
+            raise ZooError(f"--temperature must be positive and finite, got {self.temperature}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ZooError(f"--sample-seed must be in [0, {MAX_SEED}], got {self.seed}")
 
     def sampling(self) -> dict[str, Any]:
         return {"cfg": self.cfg, "top_k": self.top_k, "top_p": self.top_p,
@@ -106,6 +117,16 @@ class FeatureNet:
                 "version": FEATURE_NET_VERSION, **self.recipe}
 
 
+def check_pinned_feature_net(pinned: dict[str, Any] | None, net: FeatureNet, run: str) -> None:
+    """A generator run's stored metrics name the feature network they were measured in; new
+    metrics of that run must use the same network, or they are not comparable."""
+    if pinned and pinned.get("sha256") != net.sha256:
+        raise ZooError(f"run {run} was measured in the features of {pinned.get('id')} (sha256 "
+                       f"{str(pinned.get('sha256'))[:12]}…), not in those of the network found "
+                       f"now ({net.id}, sha256 {net.sha256[:12]}…); restore that network's run "
+                       "folder, or train the generator again")
+
+
 def feature_net_config(dataset: str, train_size: int):
     """The feature network's run. The architecture's base recipe, not its data-set recipes:
     generator runs pin this network's checksum, so it stays the one they were evaluated with."""
@@ -129,8 +150,8 @@ def feature_net(dataset: str, train_size: int, out: str | Path, device: torch.de
     with file_lock(Path(out) / "evaluators" / f".{config.run_id()}.wait"):
         outcome = trainer.run()
     run_dir = outcome.run_dir
-    pointer = run_dir.read_json("checkpoint.json")
-    checksum = sha256_file(run_dir.path / pointer["dir"] / "model.safetensors")
+    _, folder, _ = run_dir.checkpoint_pointer()
+    checksum = sha256_file(folder / "model.safetensors")
     stored = run_dir.read_json_if_present("evaluator.json")
     if stored is not None and stored.get("sha256") != checksum:
         raise ZooError(f"feature network {run_dir.name}: its weights no longer match the checksum "

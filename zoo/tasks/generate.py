@@ -40,6 +40,8 @@ from zoo.tasks.gen_eval import (
 from zoo.tasks.image_tokenizer import TokenizerStore, model_config
 
 GRID_ROWS = 8  # samples per class in a run's samples.png
+MAX_GRID_IMAGES = 10_000  # a 1000-row grid of a 10-class set: larger is no longer a picture
+SAMPLING_BATCH = 500  # images generated at once (as the generation metrics do)
 BASELINE_ARCH = "rar"  # the raster-order transformer every generator's speed is compared with
 
 
@@ -209,7 +211,12 @@ class ImageGeneration:
                    n: int | None = None) -> Path:
         """`n` samples (default: GRID_ROWS per class), class j in column j."""
         n = n or GRID_ROWS * self.num_classes
+        if not 1 <= n <= MAX_GRID_IMAGES:
+            raise ZooError(f"--n must be in [1, {MAX_GRID_IMAGES}] (one PNG grid), got {n}; "
+                           "for more samples, write several grids with other --sample-seed")
         labels = torch.arange(n, device=self.device) % self.num_classes
         generator = torch.Generator(device=self.device).manual_seed(protocol.seed)
-        images = model.generate(labels, generator=generator, **protocol.sampling())
+        # bounded batches: the transformer's activations grow with the batch, the grid does not
+        images = torch.cat([model.generate(batch, generator=generator, **protocol.sampling())
+                            for batch in labels.split(SAMPLING_BATCH)])
         return save_grid(images, path, columns=self.num_classes)

@@ -24,7 +24,7 @@ from zoo.kernels.rational import group_rational
 from zoo.registry import ACTS
 from zoo.registry.acts import FORMULAS
 from zoo.runs import environment
-from zoo.runs.device import resolve_device
+from zoo.runs.device import ensure_fits, resolve_device
 from zoo.runs.files import atomic_write_text
 
 NATIVE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -35,6 +35,7 @@ NATIVE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 RATIONAL_CHANNELS = 1024
+BUFFERS_PER_ELEMENT = 8  # float32-sized tensors of numel elements alive at once, at most
 
 
 def implementations(name: str, dev: torch.device, dtype: torch.dtype,
@@ -107,6 +108,8 @@ def bench_kernels(names: list[str] | None = None, numel: int | None = None,
     if "rational" in names and numel % RATIONAL_CHANNELS:
         raise ZooError(f"--numel must be a multiple of {RATIONAL_CHANNELS} to time rational "
                        f"(its input is (tokens, {RATIONAL_CHANNELS})), got {numel:,}")
+    # the input, its float32 draw, outputs and gradients of the passes alive at once: a bound
+    ensure_fits(BUFFERS_PER_ELEMENT * 4 * numel, dev, f"timing {numel:,} elements")
     x = (torch.randn(numel, device=dev) * 3).to(dtype)
     nbytes = x.element_size() * numel
     copy_bps = copy_bandwidth(x, min_run_time)

@@ -17,8 +17,8 @@ from zoo.quant import cuda as quant_cuda
 from zoo.quant import formats as reference
 from zoo.quant.formats import Format
 from zoo.runs import environment
-from zoo.runs.device import resolve_device
-from zoo.tools.kernel_bench import seconds_per_call
+from zoo.runs.device import ensure_fits, resolve_device
+from zoo.tools.kernel_bench import BUFFERS_PER_ELEMENT, seconds_per_call
 
 K = 4096  # elements per row: a weight matrix's input features
 
@@ -54,6 +54,8 @@ def bench_quant(formats: dict[str, Format] | None = None, numel: int | None = No
     numel = numel or (2**26 if dev.type == "cuda" else 2**20)
     dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     chosen = DEFAULT_FORMATS if formats is None else formats
+    # input, output and the float32 intermediates of a fake quantizer: a bound
+    ensure_fits(BUFFERS_PER_ELEMENT * 4 * numel, dev, f"timing {numel:,} elements")
     k = min(K, numel)
     shape = (max(1, numel // k), k)
     g = torch.Generator().manual_seed(0)

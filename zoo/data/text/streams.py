@@ -14,7 +14,9 @@ Cache folder `<cache_dir>/<corpus>-<tokenizer>-<short hash>/` (see `corpus.cache
 train.bin, validation.bin, test.bin (uint16 when the vocabulary fits, else uint32),
 tokenizer.json (bpe), and meta.json, written last. Every file is written atomically, and a
 folder without meta.json counts as absent and is rebuilt, so a killed preparation never leaves
-files that later look complete. A lock file serializes two processes preparing the same folder.
+files that later look complete. meta.json records the sha256 of every split, checked each time
+the cache is opened: a split changed after it was written (even at the same size) is never read;
+the folder is rebuilt. A lock file serializes two processes preparing the same folder.
 
 Bits per byte: `bits_per_byte(mean_loss, tokens, bytes) = mean_loss * tokens / (bytes * ln 2)`,
 the total information in bits over the UTF-8 bytes of the documents. It is comparable across
@@ -59,7 +61,13 @@ from zoo.data.text.tokenizer import (
     tokenizer_options,
 )
 from zoo.errors import ZooError
-from zoo.runs.files import atomic_write, atomic_write_json, file_lock
+from zoo.runs.files import (
+    atomic_write,
+    atomic_write_json,
+    file_lock,
+    remove_stale_temp_files,
+    sha256_file,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -141,7 +149,8 @@ def prepare_token_streams(corpus: str, tokenizer: str, cache_dir: str | Path | N
 
 
 def open_streams(folder: Path) -> TokenStreams | None:
-    """The cached streams in `folder`, or None when it is absent or incomplete."""
+    """The cached streams in `folder`, or None when it is absent, incomplete, or a split does not
+    match its recorded sha256 (caches written before zoo recorded them count as stale)."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         dtype = np.dtype(meta["dtype"])
@@ -149,7 +158,8 @@ def open_streams(folder: Path) -> TokenStreams | None:
         for name in SPLITS:
             info = meta["splits"][name]
             path = folder / f"{name}.bin"
-            if path.stat().st_size != info["tokens"] * dtype.itemsize:
+            if path.stat().st_size != info["tokens"] * dtype.itemsize \
+                    or sha256_file(path) != info["sha256"]:
                 return None
             data = np.memmap(path, dtype=dtype, mode="r", shape=(info["tokens"],))
             splits[name] = TokenSplit(name, data, info["tokens"], info["bytes"],
@@ -162,8 +172,7 @@ def open_streams(folder: Path) -> TokenStreams | None:
 def _prepare(folder: Path, ds: datasets.DatasetDict, corpus: str, tokenizer: str,
              options: dict[str, Any], started: float) -> None:
     (folder / "meta.json").unlink(missing_ok=True)
-    for stale in folder.glob(".*.tmp"):  # left by a killed run; we hold the lock
-        stale.unlink(missing_ok=True)
+    remove_stale_temp_files(folder)  # left by a killed preparation; we hold the lock
     if tokenizer == "bpe":
         train_texts = (t for batch in iter_texts(ds["train"]) for t in batch)
         tok: Tokenizer = load_or_train_bpe(folder / "tokenizer.json", train_texts,
@@ -174,21 +183,24 @@ def _prepare(folder: Path, ds: datasets.DatasetDict, corpus: str, tokenizer: str
     source = hashlib.sha256()
     splits = {}
     for name in SPLITS:
-        counts = {"tokens": 0, "bytes": 0, "documents": 0}
+        counts: dict[str, Any] = {"tokens": 0, "bytes": 0, "documents": 0}
+        written = hashlib.sha256()
 
-        def write(tmp: Path, split=ds[name], counts=counts, name=name) -> None:
+        def write(tmp: Path, split=ds[name], counts=counts, name=name, written=written) -> None:
             with open(tmp, "wb") as out:
                 for batch in iter_texts(split):
                     for text, ids in zip(batch, _encode_batch(tok, batch)):
                         data = text.encode("utf-8")
                         source.update(f"{name}\0{len(data)}\0".encode() + data)
-                        out.write(np.asarray([tok.eot, *ids], dtype=dtype).tobytes())
+                        tokens = np.asarray([tok.eot, *ids], dtype=dtype).tobytes()
+                        out.write(tokens)
+                        written.update(tokens)
                         counts["tokens"] += len(ids) + 1
                         counts["bytes"] += len(data)
                         counts["documents"] += 1
 
         atomic_write(folder / f"{name}.bin", write)
-        splits[name] = counts
+        splits[name] = {**counts, "sha256": written.hexdigest()}
     meta = {
         "format": FORMAT_VERSION, "corpus": corpus, "corpus_version": corpus_version(corpus),
         "tokenizer": tokenizer, "tokenizer_options": options, "vocab_size": tok.vocab_size,
