@@ -831,7 +831,9 @@ def check_train(argv: list[str]) -> None:
     validation; the Trainer is swapped for one that stops there."""
     from zoo.tasks import kinds  # torch; the Trainer it starts is swapped
 
-    class Stop(Exception):
+    # A BaseException, like KeyboardInterrupt: the CLI's guard turns every Exception into
+    # one line and exit 1, and this one must pass it to say "the Trainer was reached".
+    class Stop(BaseException):
         pass
 
     class Validated:
