@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from zoo.errors import ZooError
 from zoo.kernels import runtime
@@ -19,14 +20,25 @@ from zoo.kernels.cuda_codegen import module_source
 from zoo.kernels.formula import ElementwiseFormula
 from zoo.registry import ACTS
 from zoo.registry.acts import FORMULAS
+from zoo.tools.kernel_bench import NATIVE  # the built-in activations that have a PyTorch op
 
 NAMES = sorted(FORMULAS)
 GPU = torch.cuda.is_available() and runtime.cupy_or_none() is not None
+# PyTorch's op for each such activation at zoo's defaults (swish: its default beta = 1 is silu)
+TORCH_OPS = {**NATIVE, "swish": F.silu}
 
 
 def sample(n=257, dtype=torch.float64, spread=4.0, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(n, generator=g, dtype=dtype) * 2 - 1) * spread
+
+
+def kinks(formula: ElementwiseFormula) -> torch.Tensor:
+    """0 and +-each parameter's default, in float64: where the catalogue's Max and Min switch
+    branch at their defaults (relu's 0, smelu's +-beta, soft_threshold's +-tau, tropical's six
+    lines that all meet at 0, ...), and some smooth points."""
+    points = {0.0, *(v for p in formula.params for v in (p.default, -p.default))}
+    return torch.tensor(sorted(points), dtype=torch.float64)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -44,6 +56,30 @@ def test_sympy_derivatives_equal_autograd_of_the_reference(name):
     torch.testing.assert_close(printed["x"], grads[0], rtol=1e-9, atol=1e-12)
     for p, autograd_grad in zip(formula.params, grads[1:]):
         torch.testing.assert_close(printed[p.name].sum(), autograd_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_at_a_kink_the_derivative_is_the_one_from_the_left(name):
+    """PyTorch's convention (relu'(0) = 0, elu'(0) = alpha: x = 0 takes the x <= 0 branch),
+    for every formula and in both derivatives: autograd of the reference and the printed one
+    the kernels compute. Against a one-sided difference from the left, second order:
+    (3 f(x) - 4 f(x - h) + f(x - 2h)) / 2h, off by about h^2 f'(3) / 3. The learnable
+    parameters' derivatives follow the same branch (tropical's at its six-line tie)."""
+    formula = FORMULAS[name]
+    params = [torch.tensor(p.default, dtype=torch.float64, requires_grad=p.learnable)
+              for p in formula.params]
+    x, h = kinks(formula), 1e-6
+    with torch.no_grad():
+        f = [formula.reference(x - k * h, *params) for k in range(3)]
+    from_the_left = (3 * f[0] - 4 * f[1] + f[2]) / (2 * h)
+    xg = x.clone().requires_grad_()
+    learnable = [v for v, p in zip(params, formula.params) if p.learnable]
+    autograd = torch.autograd.grad(formula.reference(xg, *params).sum(), [xg, *learnable])
+    torch.testing.assert_close(autograd[0], from_the_left, rtol=1e-6, atol=1e-6)
+    printed = formula.derivative(x, *(v.detach() for v in params))
+    torch.testing.assert_close(printed["x"], autograd[0], rtol=1e-12, atol=1e-12)
+    for p, grad in zip(formula.learnable, autograd[1:]):
+        torch.testing.assert_close(printed[p.name].sum(), grad, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if FORMULAS[n].learnable])
@@ -91,9 +127,12 @@ def test_every_formula_is_a_registered_activation_with_its_formula_text():
         assert entry.defaults == {p.name: p.default for p in formula.params}
 
 
-# Points where the generated C is run on the host: a spread around 0 plus the guarded far range.
-HOST_POINTS = [float(v) for v in sample(97, dtype=torch.float32)] + [-1e4, -50.0, -20.5, 0.0,
-                                                                     20.5, 50.0, 1e4]
+# Points where the generated C is run on the host: a spread around 0, the kinks of the
+# catalogue at its defaults (0 from both sides, +-0.5, +-1), the guards' bounds (+-10, -20) and
+# softplus's threshold (20), and the guarded far range.
+HOST_POINTS = [float(v) for v in sample(97, dtype=torch.float32)] + [
+    -1e4, -50.0, -20.5, -20.0, -10.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 10.0, 20.0, 20.5, 50.0,
+    1e4]
 
 
 def host_program() -> str:
@@ -158,6 +197,28 @@ def test_generated_c_computes_the_reference_on_the_host(nvcc_build):
         for column, want in enumerate(expected):
             torch.testing.assert_close(got[:, column], want, rtol=2e-4, atol=2e-4,
                                        msg=lambda m: f"{name}, column {column}: {m}")
+
+
+def test_generated_c_equals_pytorchs_ops_at_zero_and_at_boundaries(nvcc_build):
+    """The kernels' math, in float32 on the host, against PyTorch's own op for every built-in
+    activation that has one: values and slopes, with PyTorch's slope at the kink (elu'(0) =
+    alpha, ...). Float32 functions (expf, erff) and PyTorch's differ by a few units in the last
+    place, relative to terms of order 1."""
+    output = subprocess.run([str(nvcc_build)], capture_output=True, text=True, check=True).stdout
+    rows: dict[str, list[list[float]]] = {}
+    for line in output.splitlines():
+        name, *numbers = line.split()
+        rows.setdefault(name, []).append([float(v) for v in numbers[:2]])
+    for name, op in TORCH_OPS.items():
+        x = torch.tensor(HOST_POINTS, dtype=torch.float32, requires_grad=True)
+        y = op(x)
+        (slope,) = torch.autograd.grad(y.sum(), x)
+        got = torch.tensor(rows[name], dtype=torch.float32)
+        ulps = 8 * torch.finfo(torch.float32).eps
+        torch.testing.assert_close(got[:, 0], y.detach(), rtol=ulps, atol=ulps,
+                                   msg=lambda m: f"{name} value: {m}")
+        torch.testing.assert_close(got[:, 1], slope, rtol=ulps, atol=ulps,
+                                   msg=lambda m: f"{name} slope: {m}")
 
 
 def test_without_cuda_the_reference_runs():

@@ -192,3 +192,76 @@ def test_int4_asymmetric_groups_equal_torchaos_weight_only(torchao, group):
                                               mapping_type=MappingType.ASYMMETRIC))
     torch.testing.assert_close(formats.fake_quantize(w, int_group(4, group, False)),
                                model[0].weight.dequantize(), rtol=0, atol=0)
+
+
+# Group magnitudes where the scale floor decides: int4 scales max|w| / 7.5 (symmetric) and
+# (max - min) / 15 (asymmetric) fall below float32's eps (1.2e-7) from max|w| ~ 1e-6 down, and
+# below float32's smallest normal (1.2e-38) only for the last two; 0: all-zero groups.
+TINY_MAGNITUDES = (1.0, 1e-6, 1e-7, 3e-8, 1e-20, 1e-30, 1e-37, 0.0)
+
+
+def tiny_groups(rows: int, k: int, group: int, seed: int = 0) -> torch.Tensor:
+    """Weights whose consecutive groups cycle through TINY_MAGNITUDES (max|w| of a group is about
+    its magnitude), so that every row holds each kind of group."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, k // group, group, generator=g)
+    magnitude = torch.tensor(TINY_MAGNITUDES)[(torch.arange(rows)[:, None]
+                                               + torch.arange(k // group)) % len(TINY_MAGNITUDES)]
+    w = (w * magnitude[..., None]).reshape(rows, k)
+    # the groups this is about: scales between the smallest normal and eps, and all-zero ones
+    unfloored = w.view(rows, -1, group).abs().amax(-1) / 7.5
+    assert ((unfloored < formats.SCALE_EPS) & (unfloored > formats.SMALLEST_NORMAL)).any()
+    assert (unfloored == 0).any()
+    return w
+
+
+def test_int_scale_floors_are_torchaos():
+    """torchao 0.18 floors int8 scales at float32's eps (Int8Tensor.from_hp), every other width
+    at float32's smallest normal (choose_qparams_affine's default eps)."""
+    assert INT8_CHANNEL.scale_floor == torch.finfo(torch.float32).eps
+    for fmt in (int_group(4, 32), int_group(4, 32, False), Format("int", 3)):
+        assert fmt.scale_floor == torch.finfo(torch.float32).smallest_normal
+    zeros = torch.zeros(2, 64)
+    assert formats.quantize(zeros, int_group(4, 32)).scale.unique().tolist() == \
+        [torch.finfo(torch.float32).smallest_normal]
+
+
+@pytest.mark.parametrize("group", [32, 128])
+def test_int4_symmetric_tiny_groups_equal_torchaos_fake_quantizer(torchao, group):
+    from torchao.quantization.qat import IntxFakeQuantizeConfig, IntxFakeQuantizer
+
+    w = tiny_groups(rows=16, k=512, group=group)
+    theirs = IntxFakeQuantizer(IntxFakeQuantizeConfig(torch.int4, group_size=group,
+                                                      is_symmetric=True))(w)
+    torch.testing.assert_close(formats.fake_quantize(w, int_group(4, group)), theirs,
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("group", [32, 128])
+def test_int4_asymmetric_tiny_groups_equal_torchaos_weight_only(torchao, group):
+    from torchao.quantization import IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+    from torchao.quantization.quant_primitives import MappingType
+
+    w = tiny_groups(rows=16, k=512, group=group)
+    model = torch.nn.Sequential(torch.nn.Linear(512, 16, bias=False))
+    model[0].weight.data.copy_(w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group),
+                                              mapping_type=MappingType.ASYMMETRIC))
+    torch.testing.assert_close(formats.fake_quantize(w, int_group(4, group, False)),
+                               model[0].weight.dequantize(), rtol=0, atol=0)
+
+
+def test_int8_tiny_rows_equal_torchaos_weight_only(torchao):
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    w = tiny_groups(rows=16, k=256, group=256)  # a row is a group: int8 scales per channel
+    model = torch.nn.Sequential(torch.nn.Linear(256, 16, bias=False))
+    model[0].weight.data.copy_(w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_(model, Int8WeightOnlyConfig())
+    torch.testing.assert_close(formats.fake_quantize(w, INT8_CHANNEL),
+                               model[0].weight.dequantize(), rtol=0, atol=0)

@@ -280,12 +280,14 @@ GROUP_FORMATS = {
 
 def group_rows(n: int, seed: int = 0) -> torch.Tensor:
     """Rows that are each one group: ordinary, tiny, huge, zero, one-signed, with outliers,
-    negative zeros and float32 subnormals."""
+    negative zeros and float32 subnormals. The tiny ones (1e-7, 1e-20, 1e-30) have int scales
+    below float32's eps, where int8's floor (eps) and int4's (the smallest normal) differ."""
     g = torch.Generator().manual_seed(seed)
     magnitudes = [1e-3, 1.0, 7.0, 100.0, 1e4]
     rows = [torch.randn(n, generator=g) * m for m in magnitudes for _ in range(3)]
     rows += [torch.zeros(n), -torch.rand(n, generator=g) * 3, torch.rand(n, generator=g) * 3,
-             torch.full((n,), -0.0), torch.randn(n, generator=g) * 1e-30,
+             torch.full((n,), -0.0), torch.randn(n, generator=g) * 1e-7,
+             torch.randn(n, generator=g) * 1e-20, torch.randn(n, generator=g) * 1e-30,
              torch.randn(n, generator=g) * 1e-40, torch.randn(n, generator=g) * 1e30]
     outlier = torch.randn(n, generator=g)
     outlier[n // 3] = 3e3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 
 from zoo.kernels import runtime
@@ -25,13 +27,18 @@ class _FusedElementwise(torch.autograd.Function):
         return grad_x.view_as(x), grad_params, None
 
 
-def apply_formula(formula: ElementwiseFormula, x: torch.Tensor,
-                  params: torch.Tensor) -> torch.Tensor:
+def apply_formula(formula: ElementwiseFormula, x: torch.Tensor, params: torch.Tensor,
+                  exact: Mapping[str, float] | None = None) -> torch.Tensor:
     """y = formula(x; params), differentiable in x and params; `params` holds every parameter's
-    value in declaration order (a 1-d tensor, possibly empty)."""
+    value in declaration order (a 1-d tensor, possibly empty). `exact` may give parameters'
+    values as Python floats, which the reference then uses in x's own dtype: a fixed 0.01 stays
+    0.01 in float64, where the float32 entry of `params` is 0.00999999977648. (The kernels
+    compute in float32 anyway.)"""
     if runtime.can_launch(x):
         return _FusedElementwise.apply(x, params, formula)
-    values = [params[i] for i in range(len(formula.params))]
-    if x.dtype in (torch.float16, torch.bfloat16):  # math in float32, as in the kernels
-        return formula.reference(x.float(), *(v.float() for v in values)).to(x.dtype)
-    return formula.reference(x, *(v.to(x.dtype) for v in values))
+    exact = exact or {}
+    dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    # half precision: math in float32, as in the kernels
+    values = [exact[p.name] if p.name in exact else params[i].to(dtype)
+              for i, p in enumerate(formula.params)]
+    return formula.reference(x.to(dtype), *values).to(x.dtype)

@@ -16,13 +16,12 @@ reduction). There is no global atomic per element.
 
 from __future__ import annotations
 
-import re
-
 import sympy as sp
 from sympy.codegen.ast import float32, real
 from sympy.codegen.rewriting import create_expand_pow_optimization, optimize
 
 from zoo.kernels.formula import ElementwiseFormula
+from zoo.kernels.kinks import left_above
 
 THREADS = 256
 DTYPES = {"f32": "float", "f16": "__half", "bf16": "__nv_bfloat16"}
@@ -44,6 +43,14 @@ template <> __device__ __forceinline__ __nv_bfloat16 zoo_store<__nv_bfloat16>(fl
 template <typename T, int V> struct alignas(16) ZooVec { T v[V]; };
 
 __host__ __device__ __forceinline__ float zoo_step(float v) { return v > 0.0f ? 1.0f : 0.0f; }
+__host__ __device__ __forceinline__ float zoo_step_closed(float v) { return v >= 0.0f ? 1.0f : 0.0f; }
+// zoo.kernels.kinks.left_above: 1 where a > b just left of x (a tie goes to the smaller slope)
+__host__ __device__ __forceinline__ float zoo_left_above(float a, float da, float b, float db,
+                                                         float tie) {
+    if (a != b) return a > b ? 1.0f : 0.0f;
+    if (da != db) return da < db ? 1.0f : 0.0f;
+    return tie;
+}
 // Overflow-free forms, matching torch.sigmoid and torch.nn.functional.softplus (threshold 20).
 __host__ __device__ __forceinline__ float zoo_sigmoid(float v) {
     return v >= 0.0f ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v));
@@ -88,18 +95,25 @@ __device__ __forceinline__ float zoo_block_sum(float value, float* shared) {
 
 _expand_small_powers = create_expand_pow_optimization(6)
 _USER_FUNCTIONS = {"sigmoid": "zoo_sigmoid", "softplus": "zoo_softplus",
-                   "asin_clip": "zoo_asin_clip", "polygamma": "zoo_polygamma"}
+                   "asin_clip": "zoo_asin_clip", "polygamma": "zoo_polygamma",
+                   **{name: name for name in ("zoo_step", "zoo_step_closed", "zoo_left_above")}}
+
+
+def _as_c_steps(expr: sp.Expr) -> sp.Expr:
+    """Steps as the prelude's functions: Heaviside(v, 1) -> zoo_step_closed (1 at 0), any other
+    Heaviside -> zoo_step (0 at 0), left_above -> zoo_left_above (zoo.kernels.kinks)."""
+    def step(e):
+        name = "zoo_step_closed" if e.args[1] == 1 else "zoo_step"
+        return sp.Function(name)(e.args[0])
+
+    expr = expr.replace(lambda e: isinstance(e, sp.Heaviside), step)
+    return expr.replace(left_above, sp.Function("zoo_left_above"))
 
 
 def c_expression(expr: sp.Expr) -> str:
     """Single-precision C for `expr`: float literals and float functions (expf, not exp)."""
-    expr = optimize(sp.N(expr), [_expand_small_powers])  # x**2 -> x*x; pi -> 3.14159...F
-    code = sp.ccode(expr, type_aliases={real: float32}, user_functions=_USER_FUNCTIONS)
-    code = re.sub(r"\bHeaviside\(([^,()]+), 0\)", r"zoo_step(\1)", code)
-    if "Heaviside" in code:  # a nested argument the pattern above did not catch
-        code = sp.ccode(expr.replace(sp.Heaviside, lambda a, *_: sp.Function("zoo_step")(a)),
-                        type_aliases={real: float32}, user_functions=_USER_FUNCTIONS)
-    return code
+    expr = optimize(sp.N(_as_c_steps(expr)), [_expand_small_powers])  # x**2 -> x*x; pi -> 3.14F
+    return sp.ccode(expr, type_aliases={real: float32}, user_functions=_USER_FUNCTIONS)
 
 
 def _guarded(formula: ElementwiseFormula, exprs: dict[str, sp.Expr], target: str) -> str:

@@ -7,6 +7,10 @@ respect to x and to every parameter (sympy), and the CUDA source of the fused fo
 backward kernels (`zoo.kernels.cuda_codegen`). They cannot drift apart because none of them is
 written by hand.
 
+Kinks (Max, Min): the derivative there is the one from the left, PyTorch's convention for relu,
+leaky_relu, elu and selu at 0 (`zoo.kernels.kinks`), in the reference, the printed derivatives
+and the kernels alike.
+
 Numerical guards: where a formula overflows far from the origin (exp(-x) at x = -1e4), the
 declaration names a `domain` and the simple asymptotic forms `below` / `above` that hold outside
 it. Inside the domain the formula is evaluated at a clamped x, so no branch ever produces inf or
@@ -22,9 +26,8 @@ from typing import Sequence
 import sympy as sp
 import torch
 
+from zoo.kernels.kinks import X, kink_diff
 from zoo.kernels.torch_code import to_torch_function
-
-X = sp.Symbol("x", real=True)
 
 
 class sigmoid(sp.Function):
@@ -50,7 +53,7 @@ class asin_clip(sp.Function):
 
     def fdiff(self, argindex=1):
         v = self.args[0]
-        inside = sp.Heaviside(1 - sp.Abs(v))
+        inside = sp.Heaviside(1 - sp.Abs(v), 0)
         return inside / sp.sqrt(sp.Max(1 - v**2, 0) + 1 - inside)
 
 
@@ -66,8 +69,10 @@ class Param:
 
 
 def _heaviside_zero_at_zero(expr: sp.Expr) -> sp.Expr:
-    # sympy's H(0) is 1/2; PyTorch's relu gradient at 0 is 0. Match PyTorch.
-    return expr.replace(sp.Heaviside, lambda arg, *_: sp.Heaviside(arg, 0))
+    # A step a formula writes itself, Heaviside(v), is sympy's 1/2 at 0: make it 0, as torch's
+    # relu. (The steps of Max and Min already carry the value at 0 of zoo.kernels.kinks.)
+    return expr.replace(lambda e: isinstance(e, sp.Heaviside) and e.args[1] == sp.S.Half,
+                        lambda e: sp.Heaviside(e.args[0], 0))
 
 
 class ElementwiseFormula:
@@ -105,14 +110,14 @@ class ElementwiseFormula:
 
     @cached_property
     def derivatives(self) -> dict[str, dict[str, sp.Expr]]:
-        """region -> {"x": d/dx, param name: d/dparam} (Heaviside(0) = 0)."""
+        """region -> {"x": d/dx, param name: d/dparam}; at a kink, the derivative from the left."""
         out = {}
         for region, expr in self.pieces().items():
             if expr is None:
                 continue
             wrt = {"x": X, **self.symbols}
             # powsimp: |u|^d sign(u) / |u| becomes |u|^(d-1) sign(u), finite at u = 0
-            out[region] = {k: sp.powsimp(_heaviside_zero_at_zero(sp.diff(expr, s)))
+            out[region] = {k: sp.powsimp(_heaviside_zero_at_zero(kink_diff(expr, s)))
                            for k, s in wrt.items()}
         return out
 
@@ -146,10 +151,17 @@ class ElementwiseFormula:
         return {k: self._guarded({r: g[k] for r, g in grads.items()}, x, params) for k in keys}
 
     def _guarded(self, functions, x, params) -> torch.Tensor:
-        params = [torch.as_tensor(p, dtype=x.dtype, device=x.device) for p in params]
+        # A Python float becomes a tensor of x's dtype directly (a fill, no host-device copy):
+        # exact in float64, where a float32 tensor of it would have rounded it first.
+        params = [torch.full((), p, dtype=x.dtype, device=x.device) if isinstance(p, (int, float))
+                  else torch.as_tensor(p, dtype=x.dtype, device=x.device) for p in params]
+        # x clamped into the domain, the bounds included in it: autograd passes x's gradient
+        # at lo and hi (clamp's backward does not, in recent PyTorch)
         inside = x
-        if self.lo is not None or self.hi is not None:
-            inside = x.clamp(min=self.lo, max=self.hi)
+        if self.lo is not None:
+            inside = torch.where(x < self.lo, self.lo, inside)
+        if self.hi is not None:
+            inside = torch.where(x > self.hi, self.hi, inside)
         out = _like(functions["core"](inside, *params), x)
         if self.lo is not None:
             out = torch.where(x < self.lo, _like(functions["below"](x, *params), x), out)

@@ -47,7 +47,9 @@ class Activation(nn.Module):
 class FormulaActivation(Activation):
     """An activation declared as an `ElementwiseFormula`: fused CUDA kernel on the GPU, the
     formula's PyTorch reference elsewhere. Learnable parameters are `nn.Parameter`s (one scalar
-    each); fixed ones are non-persistent buffers so they follow the module across devices."""
+    each). Fixed ones are Python floats, as in torch.nn.LeakyReLU, so that the reference uses
+    them exactly in every dtype; their float32 copies for the kernels are non-persistent buffers,
+    which follow the module across devices."""
 
     def __init__(self, formula, inplace: bool = False, backward_bits: float | None = None,
                  **values: float):
@@ -67,6 +69,7 @@ class FormulaActivation(Activation):
             else:
                 self.register_buffer(p.name, value, persistent=False)
         self.params = {p.name: float(values.get(p.name, p.default)) for p in formula.params}
+        self._fixed = {p.name: self.params[p.name] for p in formula.params if not p.learnable}
         if self.backward_bits:
             self.params["backward_bits"] = self.backward_bits
 
@@ -74,12 +77,13 @@ class FormulaActivation(Activation):
         values = [getattr(self, p.name) for p in self.formula.params]
         params = torch.stack(values) if values else x.new_zeros(0, dtype=torch.float32)
         if self.backward_bits and x.requires_grad and torch.is_grad_enabled():
-            fixed = tuple(float(getattr(self, p.name)) for p in self.formula.params)
+            # few-bit backward: every parameter is fixed
+            fixed = tuple(self._fixed[p.name] for p in self.formula.params)
             approximation = approximation_for(self.formula, fixed, self.backward_bits)
             return FewBitBackward.apply(
-                x, lambda v: apply_formula(self.formula, v, params), approximation,
+                x, lambda v: apply_formula(self.formula, v, params, self._fixed), approximation,
                 self.backward_bits)
-        return apply_formula(self.formula, x, params)
+        return apply_formula(self.formula, x, params, self._fixed)
 
 
 def _check_backward_bits(formula, bits: float | None) -> int | None:

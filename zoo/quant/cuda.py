@@ -71,6 +71,7 @@ KERNELS = r"""
 #define ZOO_QUANT_ELEMENTS 16  // per thread, in registers (4 vectors of floats, 2 of halves)
 #define ZOO_QUANT_MAX_THREADS 512
 #define ZOO_SCALE_EPS 1.1920928955078125e-07f  // float32's eps, formats.SCALE_EPS
+#define ZOO_SMALLEST_NORMAL 1.1754943508222875e-38f  // 2^-126, formats.SMALLEST_NORMAL
 
 // quant_cuda.scale_kind; kinds up to ZOO_FP_SCALE store float32 scales
 enum { ZOO_INT_SYM, ZOO_INT_ASYM, ZOO_FP_SCALE, ZOO_E8M0_SCALE, ZOO_E4M3_SCALE };
@@ -109,6 +110,9 @@ __host__ __device__ __forceinline__ float zoo_clamp(float v, float lo, float hi)
 }
 __host__ __device__ __forceinline__ float zoo_clamp_eps(float v) {
     return v < ZOO_SCALE_EPS ? ZOO_SCALE_EPS : v;
+}
+__host__ __device__ __forceinline__ float zoo_clamp_min(float v, float floor) {
+    return v < floor ? floor : v;  // NaN stays NaN
 }
 
 // minifloat.round_to: the nearest value of a format with `man_bits` mantissa bits, smallest
@@ -180,6 +184,7 @@ __host__ __device__ __forceinline__ float zoo_inverse(float scale) {
 struct ZooFormat {
     int kind, bits;  // a ZOO_*_SCALE kind; bits of an element
     float clip, qmin, qmax;  // qmin, qmax: ints only
+    float int_scale_floor;  // formats.Format.scale_floor of an integer format
     int exp_bits, man_bits, bias, min_normal_exp, max_exp;  // minifloats only
     float max_value;
 };
@@ -193,6 +198,7 @@ __host__ __device__ inline ZooFormat zoo_format(int kind, int bits, float clip, 
     f.clip = clip;
     f.qmin = (float)qmin;
     f.qmax = (float)qmax;
+    f.int_scale_floor = bits == 8 ? ZOO_SCALE_EPS : ZOO_SMALLEST_NORMAL;
     f.exp_bits = exp_bits;
     f.man_bits = man_bits;
     f.bias = bias;
@@ -223,10 +229,10 @@ __host__ __device__ inline ZooScale zoo_group_scale(const ZooFormat& f, float am
     const float a = amax * f.clip;
     switch (f.kind) {
     case ZOO_INT_SYM:
-        s.scale = zoo_clamp_eps(a * (1.0f / ((f.qmax - f.qmin) * 0.5f)));
+        s.scale = zoo_clamp_min(a * (1.0f / ((f.qmax - f.qmin) * 0.5f)), f.int_scale_floor);
         break;
     case ZOO_INT_ASYM:  // the reference ignores clip here
-        s.scale = zoo_clamp_eps((high - low) * (1.0f / (f.qmax - f.qmin)));
+        s.scale = zoo_clamp_min((high - low) * (1.0f / (f.qmax - f.qmin)), f.int_scale_floor);
         s.zero = zoo_clamp(f.qmin - rintf(low / s.scale), f.qmin, f.qmax);
         break;
     case ZOO_FP_SCALE:

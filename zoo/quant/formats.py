@@ -12,7 +12,8 @@ Integer formats follow torchao's affine conventions exactly (`choose_qparams_aff
   symmetric:  s = max|x| / ((qmax - qmin) / 2),  q = clamp(round(x * (1/s)), qmin, qmax)
   asymmetric: s = (max(x, 0) - min(x, 0)) / (qmax - qmin),  z = clamp(qmin - round(min(x,0) / s)),
               q = clamp(round(x * (1/s)) + z, qmin, qmax),  x^ = (q - z) s
-with signed ranges [-2^(b-1), 2^(b-1) - 1] and scales clamped at float32's eps.
+with signed ranges [-2^(b-1), 2^(b-1) - 1] and scales clamped from below at torchao's floor
+(`Format.scale_floor`): float32's eps for int8, float32's smallest normal for other widths.
 Floating-point formats scale max|x| onto the element's largest value (FP8 with a float32
 scale), or use block scales: MXFP4 (block 32, E8M0 power-of-two scale, OCP MX v1.0) and NVFP4
 (block 16, E4M3 scale times one float32 scale per tensor).
@@ -42,7 +43,12 @@ from zoo.quant.minifloat import (
     round_to,
 )
 
+# The smallest scale (an all-zero group's). torchao 0.18 floors int8 at float32's eps
+# (Int8Tensor.from_hp passes eps=torch.finfo(torch.float32).eps) and its other integer widths at
+# float32's smallest normal (choose_qparams_affine's default for a float32 input, which
+# IntxWeightOnlyConfig and IntxFakeQuantizer's symmetric groups use). Float formats: eps.
 SCALE_EPS = torch.finfo(torch.float32).eps
+SMALLEST_NORMAL = torch.finfo(torch.float32).smallest_normal
 GRANULARITIES = ("tensor", "channel", "group")
 
 
@@ -81,6 +87,11 @@ class Format:
     @property
     def qmax(self) -> int:
         return 2 ** (self.bits - 1) - 1
+
+    @property
+    def scale_floor(self) -> float:
+        """What scales are clamped at from below: torchao's floor for the integer width."""
+        return SMALLEST_NORMAL if self.is_int and self.bits != 8 else SCALE_EPS
 
     def group_for(self, k: int) -> int:
         """Elements per scale in a row of length k (a group larger than the row is the row, as
@@ -171,12 +182,12 @@ def choose_scales(groups: torch.Tensor, fmt: Format):
         high = groups.amax(dim=-1).clamp(min=0)
         if fmt.granularity == "tensor":
             low, high = low.amin().expand_as(low), high.amax().expand_as(high)
-        scale = ((high - low) / float(fmt.qmax - fmt.qmin)).clamp(min=SCALE_EPS)
+        scale = ((high - low) / float(fmt.qmax - fmt.qmin)).clamp(min=fmt.scale_floor)
         zero = (fmt.qmin - torch.round(low / scale)).clamp(fmt.qmin, fmt.qmax)
         return scale, zero, None
     amax = _amax(groups, fmt) * fmt.clip
     if fmt.is_int:
-        return (amax / ((fmt.qmax - fmt.qmin) / 2)).clamp(min=SCALE_EPS), None, None
+        return (amax / ((fmt.qmax - fmt.qmin) / 2)).clamp(min=fmt.scale_floor), None, None
     element = fmt.minifloat
     if fmt.scale_format == "e8m0":
         return torch.ldexp(torch.ones_like(amax), e8m0_exponent(amax, element)), None, None
