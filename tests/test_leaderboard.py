@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import statistics
 
 import pytest
 
@@ -217,6 +218,52 @@ def test_ci95_is_the_student_t_interval_of_the_mean():
     assert (low, high) == pytest.approx((2 - 12.7062047, 2 + 12.7062047))
     assert board_stats.ci95([5.0]) is None and board_stats.ci95([]) is None
 
+
+
+def test_the_interval_of_an_accuracy_near_100_percent_stays_within_0_and_100():
+    from scipy import stats
+
+    near_top = [99.5, 99.9, 98.8]
+    t_low, t_high = stats.t.interval(0.95, 2, loc=statistics.fmean(near_top),
+                                     scale=statistics.stdev(near_top) / math.sqrt(3))
+    assert t_high > 100  # the plain t interval leaves the range: the case being tested
+    low, high = board_stats.ci95(near_top, board_stats.PERCENT)
+    assert (low, high) == (pytest.approx(t_low), 100.0)  # only the impossible part is cut
+    near_bottom = [0.5, 0.1, 1.2]
+    low, high = board_stats.ci95(near_bottom, board_stats.PERCENT)
+    assert low == 0.0 and 0 < high < 100
+    inside = [90.0, 92.0, 94.0]  # nothing to cut: the t interval as it is
+    assert board_stats.ci95(inside, board_stats.PERCENT) == board_stats.ci95(inside)
+
+
+def test_an_interval_is_not_clipped_into_a_range_its_values_are_not_in():
+    # 150% is not an accuracy: clipping would make a wrong row look plausible (and inverted)
+    assert board_stats.ci95([150.0, 152.0], board_stats.PERCENT) == board_stats.ci95([150.0, 152.0])
+    assert board_stats.ci95([100.0], board_stats.PERCENT) is None  # one seed: no interval
+
+
+def test_accuracy_boards_say_their_interval_is_clipped_and_bpb_boards_keep_the_t_interval():
+    from zoo.boards.classification import LM_READING_NOTE
+    from zoo.boards.init_grid import INIT_GRID_NOTE
+
+    for note in (READING_NOTE, INIT_GRID_NOTE):
+        assert board_stats.interval_method(board_stats.PERCENT) in note
+        assert "clipped to [0, 100]" in note
+    assert board_stats.interval_method() in LM_READING_NOTE and "clipped" not in LM_READING_NOTE
+
+
+def test_the_published_intervals_of_accuracies_near_100_percent_end_at_100(tmp_path):
+    runs = [make_run(f"gelu-{s}", seed=s, acc=acc) for s, acc in enumerate([0.995, 0.999, 0.988])]
+    runs += [grid_run(act, init, s, acc) for act in ("gelu", "relu") for init in ("default", "zero")
+             for s, acc in enumerate([0.995, 0.999, 0.988])]
+    with store_with(tmp_path, runs) as store:
+        render_leaderboards(store, tmp_path / "boards")
+    for name in ("digits-resnet18.json", "digits-vit.json", "inits.json"):
+        records = json.loads((tmp_path / "boards" / name).read_text())
+        assert records and all(0 <= r["ci95_low"] <= r["mean"] <= r["ci95_high"] <= 100
+                               for r in records), name
+    board = (tmp_path / "boards" / "digits-resnet18.md").read_text()
+    assert by_act(board)["gelu"]["95% CI"].endswith(", 100.00]")
 
 def test_welch_compares_means_without_assuming_equal_variances():
     from scipy import stats

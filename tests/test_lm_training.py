@@ -148,7 +148,7 @@ def test_arch_options_and_sizes_come_from_the_command_line(tmp_path, capsys):
     (["train", "gpt2", "--tokenizer", "wordpiece", "--epochs", "1", "--dataset",
       "shakespeare_excerpt"], "wordpiece"),
     (["train", "gpt2", "--arch-param", "size=huge"], "huge"),
-    (["train", "gpt2", "--block-size", "0"], "--block-size must be positive"),
+    (["train", "gpt2", "--block-size", "0"], "argument --block-size: must be a whole number >= 1, got 0"),
 ])
 def test_bad_language_model_options_are_one_line_errors(args, message, capsys, tmp_path):
     code = main([*args, "--out", str(tmp_path), "--no-progress"])
@@ -207,3 +207,8 @@ def test_post_training_quantization_of_a_language_model_reports_bits_per_byte(tm
     with ResultsStore(tmp_path / "results.sqlite") as store:
         board = quant_boards(store.runs(), {})["quant-shakespeare_excerpt-gpt2.md"]
     assert "| test bpb | Δ bpb |" in board and "| w8a8 | PTQ |" in board
+    # the board's account of what was quantized is what this run quantized: not the tied head
+    quantized = record.config["quantized_layers"]
+    (scope,) = [line for line in board.splitlines() if line.startswith("- **Quantized layers:**")]
+    assert f"{len(quantized)} layers" in scope and "the output layer `lm_head` is not one" in scope
+    assert not any(name.startswith(("lm_head", "wte")) for name in quantized)

@@ -10,6 +10,7 @@ import math
 import re
 
 import pytest
+import torch
 
 from zoo.boards.render import render_leaderboards
 from zoo.cli import main
@@ -261,3 +262,73 @@ def test_bench_quant_times_the_reference_against_the_copy_on_cpu(capsys, tmp_pat
     assert "int4" in capsys.readouterr().out
     board = (tmp_path / "leaderboards" / "quant-kernels.md").read_text()
     assert "copy" in board and "| nvfp4 |" in board
+
+
+# -- what the formats quantize, per architecture ---------------------------------------------
+
+GPT2_PROTOCOL = {"epochs": 3, "lr": 0.01, "arch_params": {"size": "nano"}}
+
+
+def gpt2_run(run_id, seed, bpb, *, quant="none", float_bpb=None):
+    """A float gpt2 run on shakespeare, or (with `float_bpb`) its PTQ result."""
+    config, metrics = {}, {"test_bpb": bpb, "params": 4096}
+    if float_bpb is not None:
+        config = {"ptq_of": run_id.split("+")[0], "calibration": "the first 32 windows"}
+        metrics.update(float_test_bpb=float_bpb, bits_per_weight=8.5, model_bytes=2048)
+    return RunRecord(
+        run_id=run_id, arch="gpt2", act="gelu_tanh", init="default", quant=quant,
+        dataset="shakespeare", seed=seed, protocol=GPT2_PROTOCOL,
+        protocol_id=protocol_id(GPT2_PROTOCOL), status="completed", metrics=metrics,
+        environment={}, config=config, run_dir=f"runs/{run_id}",
+        started_at="2025-01-01T00:00:00+00:00", finished_at="2025-01-01T00:10:00+00:00")
+
+
+def scope_line(board):
+    (line,) = [line for line in board.splitlines() if line.startswith("- **Quantized layers:**")]
+    return line
+
+
+def quantized_for_real(arch, **shape):
+    """(the layers `quant=int8-wo` quantizes, in module order, the model): what the board's
+    line must describe."""
+    from zoo.build import build_model
+
+    model = build_model(arch, quant="int8-wo", **shape)
+    order = [name for name, _ in model.named_modules()]
+    return sorted(model.zoo_quant_summary.quantized, key=order.index), model
+
+
+def test_the_quant_board_states_what_each_architecture_quantizes(tmp_path):
+    gpt2 = [gpt2_run(f"g{s}", s, 2.0 + 0.01 * s) for s in range(2)]
+    gpt2 += [gpt2_run(f"g{s}+int8-wo", s, 2.1, quant="int8-wo", float_bpb=2.0 + 0.01 * s)
+             for s in range(2)]
+    files = render_quant(tmp_path, QUANT_RUNS + gpt2, "boards")
+    note = "Every nn.Linear and nn.Conv2d is quantized unless the quant's parameters say otherwise"
+    gpt2_board, vit_board = (files[f"quant-{name}.md"].decode()
+                             for name in ("shakespeare-gpt2", "digits-vit"))
+    assert note in gpt2_board and "first and last layers included" not in gpt2_board
+
+    # gpt2: the head reuses the token embedding's weight, which no format touches
+    layers, model = quantized_for_real("gpt2", arch_params={"size": "nano"}, vocab_size=256)
+    assert model.lm_head.weight is model.wte.weight and model.wte.weight.dtype == torch.float32
+    assert "lm_head" not in layers and "wte" not in layers
+    line = scope_line(gpt2_board)
+    assert f"{len(layers)} layers" in line and f"from `{layers[0]}` to `{layers[-1]}`" in line
+    assert "the output layer `lm_head` is not one" in line
+    assert "the weight of the Embedding `wte` (tied weights), which stays float32" in line
+
+    # vit: its head is an nn.Linear like the rest, and is quantized with them
+    layers, model = quantized_for_real("vit", image_size=(8, 8), channels=1, num_classes=10)
+    line = scope_line(vit_board)
+    assert "head" in layers and f"{len(layers)} layers" in line
+    assert f"from `{layers[0]}` to `{layers[-1]}`" in line
+    assert "the output layer `head` is one of them" in line
+
+
+def test_an_architecture_that_cannot_be_built_here_is_said_to_be_unknown(tmp_path):
+    from dataclasses import replace
+
+    unknown = [replace(run, run_id=f"p-{run.run_id}", arch="plugin_arch_not_loaded")
+               for run in QUANT_RUNS]
+    board = render_quant(tmp_path, unknown, "boards")["quant-digits-plugin_arch_not_loaded.md"]
+    assert "not known here: the architecture cannot be built" in scope_line(board.decode())

@@ -105,3 +105,49 @@ def test_installed_packages_register_through_the_entry_point_group(monkeypatch, 
     assert plugins.load_entry_point_plugins() == ["my-acts"]
     assert ACTS.get("softsign_test").source == "plugin:my-acts"
     assert plugins.load_entry_point_plugins() == []  # loaded once per process
+
+
+# -- names become path components of run ids: a safe character set, checked at registration ----
+
+BAD_NAMES = ["../evil", "a/b", "", ".", "..", "with space", "semi;colon", "é", "tab\t", "a\\b"]
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_a_name_outside_the_safe_characters_is_refused_at_registration(bad):
+    registry = Registry("thing", "things")
+    with pytest.raises(ZooError, match="is not allowed: names become part of run ids") as refused:
+        registry.register(bad)(lambda: 1)
+    assert "\n" not in str(refused.value) and len(registry) == 0
+
+
+def test_letters_digits_underscores_dashes_and_dots_are_allowed():
+    registry = Registry("thing", "things")
+    for good in ("gelu_tanh", "fashion-mnist", "int4-g32", "v1.2", "A", ".hidden"):
+        registry.register(good)(lambda: 1)
+    assert len(registry) == 6
+
+
+def test_every_builtin_name_is_a_safe_name():
+    from zoo.registry import REGISTRIES
+    from zoo.registry.core import is_valid_name
+
+    names = [entry.name for registry in REGISTRIES.values() for entry in registry]
+    assert names and all(is_valid_name(name) for name in names)
+
+
+def test_a_plugin_registering_a_bad_name_is_a_one_line_error_naming_the_plugin(tmp_path):
+    path = tmp_path / "bad_name.py"
+    path.write_text(textwrap.dedent("""
+        from zoo.models.activation import Activation
+        from zoo.registry import ACTS
+
+        @ACTS.register("../escape", formula="x", paper=("A test", None))
+        def make(inplace=False):
+            return Activation("../escape", lambda x: x, inplace=inplace)
+    """))
+    with pytest.raises(ZooError) as refused:
+        plugins.load_plugin_file(path)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "act name '../escape' (plugin:bad_name.py) is not allowed" in message
+    assert "../escape" not in ACTS

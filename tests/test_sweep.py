@@ -370,3 +370,104 @@ def test_the_language_model_board_runs_nanogpts_cpu_settings_under_quick_and_ful
     assert config.epochs * config.steps_per_epoch >= 2000
     assert full.config("gpt2", "shakespeare").to_dict() == config.to_dict()
     assert protocol_name_for(protocol_id(config.protocol()), "gpt2", "shakespeare") == "quick"
+
+
+# -- a local Ray instance listens on 127.0.0.1 only -------------------------------------------
+
+
+class FakeRay(SimpleNamespace):
+    """Stands in for the `ray` module: records how zoo initializes it, and reports `node_ip` as
+    the node's address."""
+
+    def __init__(self, node_ip="127.0.0.1"):
+        super().__init__(init_options=None, shut_down=False,
+                         util=SimpleNamespace(get_node_ip_address=lambda: node_ip))
+
+    def is_initialized(self):
+        return self.init_options is not None
+
+    def init(self, **options):
+        self.init_options = options
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+    def remote(self, **resources):
+        return lambda function: function
+
+    def shutdown(self):
+        self.shut_down = True
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    from zoo.sweep.executors import RAY_ONE_MACHINE_ENV
+
+    monkeypatch.delenv(RAY_ONE_MACHINE_ENV, raising=False)  # restored after the test
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    return fake
+
+
+def test_a_local_ray_instance_is_bound_to_the_loopback_address(fake_ray):
+    from zoo.sweep.executors import RAY_ONE_MACHINE_ENV, RayExecutor
+
+    RayExecutor(None, threads=1, gpus_per_run=0.0)
+    options = fake_ray.init_options
+    assert options["_node_ip_address"] == "127.0.0.1" and "address" not in options
+    assert options["include_dashboard"] is False and options["dashboard_host"] == "127.0.0.1"
+    # without it, Ray swaps 127.0.0.1 for the machine's network address
+    assert os.environ[RAY_ONE_MACHINE_ENV] == "0"
+
+
+def test_joining_a_cluster_passes_its_address_and_no_local_binding(fake_ray):
+    from zoo.sweep.executors import RAY_ONE_MACHINE_ENV, RayExecutor
+
+    RayExecutor("ray://head:10001", threads=1, gpus_per_run=0.0)
+    assert fake_ray.init_options["address"] == "ray://head:10001"
+    assert "_node_ip_address" not in fake_ray.init_options
+    assert RAY_ONE_MACHINE_ENV not in os.environ
+
+
+def test_a_local_instance_that_took_a_network_address_is_stopped_and_refused(monkeypatch):
+    from zoo.sweep.executors import RAY_ONE_MACHINE_ENV, RayExecutor
+
+    monkeypatch.delenv(RAY_ONE_MACHINE_ENV, raising=False)
+    fake = FakeRay(node_ip="192.0.2.7")  # as if Ray was imported before zoo set its switch
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    with pytest.raises(ZooError, match="took the address 192.0.2.7, not 127.0.0.1") as refused:
+        RayExecutor(None, threads=1, gpus_per_run=0.0)
+    assert "\n" not in str(refused.value) and fake.shut_down
+
+
+LOCAL_RAY_PROBE = """
+import socket, ray
+from zoo.sweep.executors import RayExecutor
+
+executor = RayExecutor(None, threads=1, gpus_per_run=0.0)
+gcs_host, gcs_port = ray.get_runtime_context().gcs_address.rsplit(":", 1)
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:  # no packet is sent: this picks the machine's network address
+    probe.connect(("192.0.2.1", 9))
+    network_address = probe.getsockname()[0]
+except OSError:  # no route: no network to be reached from
+    network_address = "127.0.0.1"
+try:
+    socket.create_connection((network_address, int(gcs_port)), timeout=3).close()
+    reachable = "yes"
+except OSError:
+    reachable = "no"
+executor.shutdown()
+print(gcs_host, network_address, reachable)
+"""
+
+
+def test_a_local_ray_instance_cannot_be_reached_from_the_network(tmp_path):
+    pytest.importorskip("ray")
+    done = subprocess.run([sys.executable, "-c", LOCAL_RAY_PROBE], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    gcs_host, network_address, reachable = done.stdout.split()[-3:]
+    if network_address.startswith("127."):
+        pytest.skip("this machine has no network address to try")
+    assert gcs_host == "127.0.0.1" and reachable == "no"

@@ -31,6 +31,7 @@ from zoo.boards.files import (
     json_text,
     param_count,
     section_keys,
+    stored_part,
 )
 from zoo.boards.formatting import (
     DASH,
@@ -56,13 +57,13 @@ from zoo.runs.protocols import BASELINE, PROTOCOLS
 from zoo.runs.results import RunRecord
 from zoo.runs.stamps import stamped
 
+# After the interval's sentence (`stats_note`): what Δ and p mean, on every kind of section.
 STATS_NOTE = (
-    "95% CI: the Student t interval of the mean, mean ± t(0.975, n − 1) · s / √n; † marks rows "
-    "with fewer than three seeds. Δ: the row's mean minus the mean of the section's baseline "
-    "row; p: two-sided Welch t-test (unequal variances) of the row's seeds against the "
-    "baseline's; — where either side has fewer than two seeds or both have zero variance. The "
-    "p-values are per row and not corrected for multiple comparisons: with k rows, about "
-    "0.05·k of them fall below 0.05 by chance when nothing differs (the CSV and JSON add "
+    "† marks rows with fewer than three seeds. Δ: the row's mean minus the mean of the "
+    "section's baseline row; p: two-sided Welch t-test (unequal variances) of the row's seeds "
+    "against the baseline's; — where either side has fewer than two seeds or both have zero "
+    "variance. The p-values are per row and not corrected for multiple comparisons: with k rows, "
+    "about 0.05·k of them fall below 0.05 by chance when nothing differs (the CSV and JSON add "
     "`p_holm`, Holm–Bonferroni-adjusted over the section's rows); with a handful of seeds, read "
     "p as a guide, not a verdict. A section of a named protocol (quick, full, smoke) whose "
     "standard grid (`zoo submit`: every registered activation with the baseline's init and "
@@ -70,12 +71,19 @@ STATS_NOTE = (
     "grid is missing. Each section's plot shows the means with their intervals and, for runs "
     "that stored learning curves, the validation curves."
 )
+
+
+def stats_note(bounds: tuple[float, float] | None) -> str:
+    """What the interval, Δ and p of a section mean; `bounds` is the metric's range, if any."""
+    return f"95% CI: {board_stats.interval_method(bounds)}. {STATS_NOTE}"
+
+
 READING_NOTE = (
     "Test accuracy in %: mean ± sample standard deviation (n − 1) over seeds; Δ in percentage "
-    "points. " + STATS_NOTE + " Churn in %: the fraction of test examples two seeds of the same "
-    "variant classify differently, averaged over all pairs of seeds (\"Smooth activations and "
-    "reproducibility in deep networks\"); — where fewer than two seeds stored their "
-    "predictions. Train time and throughput are means over seeds. Only completed runs are "
+    f"points. {stats_note(board_stats.PERCENT)} Churn in %: the fraction of test examples two "
+    "seeds of the same variant classify differently, averaged over all pairs of seeds (\"Smooth "
+    "activations and reproducibility in deep networks\"); — where fewer than two seeds stored "
+    "their predictions. Train time and throughput are means over seeds. Only completed runs are "
     "averaged."
 )
 LM_READING_NOTE = (
@@ -83,7 +91,7 @@ LM_READING_NOTE = (
     "the UTF-8 bytes of the split — comparable across tokenizers, unlike perplexity (per token, "
     "shown for the test split). Mean ± sample standard deviation (n − 1) over seeds, lower is "
     "better; rows are ranked by validation bpb, the interval, Δ (in bpb, negative is better) "
-    "and p are of test bpb. " + STATS_NOTE + " Throughput is in tokens per second. Only "
+    f"and p are of test bpb. {stats_note(None)} Throughput is in tokens per second. Only "
     "completed runs are averaged."
 )
 LM_TABLE_HEADER = (
@@ -222,10 +230,11 @@ def _row(variant: tuple[str, str, str], submitted: bool, runs: list[RunRecord], 
     values = _values(runs, language)
     diff, p = board_stats.welch(values, base_values) if base_values is not None else (None, None)
     churn = None if language else records.churn(runs, predictions)
+    bounds = None if language else board_stats.PERCENT  # bpb has no upper bound
     return Row(
         variant=variant, submitted=submitted, seeds=tuple(run.seed for run in runs),
         values=tuple(values), mean=board_stats.mean(values), std=board_stats.std(values),
-        ci95=board_stats.ci95(values), diff=diff, p_value=None if is_baseline else p,
+        ci95=board_stats.ci95(values, bounds), diff=diff, p_value=None if is_baseline else p,
         is_baseline=is_baseline, churn=None if churn is None else 100 * churn,
         params=tuple(records.metric_values(runs, "params")),
         throughput=board_stats.mean(records.metric_values(runs, "samples_per_s")),
@@ -328,7 +337,8 @@ def board_sections(dataset: str, arch: str, runs: Iterable[RunRecord],
 
 def _plot_name(section: Section) -> str:
     """`<board stem>/<protocol id>.png`, relative to the leaderboard folder."""
-    return f"{board_stem(section.dataset, section.arch)}/{section.pid}.png"
+    stem = board_stem(section.dataset, section.arch)
+    return f"{stem}/{stored_part(section.pid, 'protocol id')}.png"
 
 
 # -- markdown --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from zoo.boards import stats as board_stats
+from zoo.runs.files import path_part
 
 SECTION_KEYS = ("protocol_id", "protocol", "dataset", "arch")  # which table a record is from
 REGENERATE = "zoo leaderboard --out results --to leaderboards"
@@ -34,6 +35,13 @@ def board_stem(dataset: str, arch: str) -> str:
     """`<dataset>-<arch>`, with characters unsafe in file names replaced by `_`: the name of a
     (dataset, arch) board without `.md`, shared by its CSV, JSON and plot folder."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset}-{arch}")
+
+
+def stored_part(text: str, what: str) -> str:
+    """A field of the results database (`what`: "protocol id", "run id", "arch") as one
+    component of a board's file name, or a one-line error: a crafted or damaged database must
+    not lead a write outside the leaderboard folder."""
+    return path_part(text, f"the results database's {what}")
 
 
 def section_keys(section: Any) -> dict[str, Any]:

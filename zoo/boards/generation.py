@@ -28,13 +28,14 @@ from zoo.boards.files import (
     mean_std_fields,
     param_count,
     section_keys,
+    stored_part,
     text_files,
 )
 from zoo.boards.formatting import DASH, format_count, format_list, format_mean, format_mean_std
 from zoo.boards.markdown import GENERATED_NOTE, cell_text, not_completed_block, protocol_block
 from zoo.boards.plots import GroupedBars, Plot, write_grouped_png
 from zoo.registry.kinds import GENERATE
-from zoo.runs.files import atomic_write
+from zoo.runs.files import atomic_write, inside
 from zoo.runs.results import RunRecord, is_ptq
 from zoo.tasks.generate import BASELINE_ARCH
 
@@ -48,7 +49,8 @@ GEN_NOTE = (
     "class. Test token loss: cross-entropy per token on the test images' tokens. Images/s: "
     "sampling one batch with guidance, against the raster-order transformer of the same size "
     "on the same device in the same process. Mean ± sample std (n − 1) over seeds; only "
-    "completed runs are averaged. The grid is the lowest seed's (column j: class j)."
+    "completed runs are averaged. The 95% CI of FID (in the plot, the CSV and the JSON) is "
+    f"{board_stats.interval_method()}. The grid is the lowest seed's (column j: class j)."
 )
 TABLE_HEADER = (
     "| act | init | quant | FID ↓ | precision | recall | class consistency (%) "
@@ -166,13 +168,14 @@ def generation_stem(dataset: str) -> str:
 
 def grid_name(dataset: str, run_id: str) -> str:
     """Where a run's sample grid goes, relative to the leaderboard folder."""
-    return f"{generation_stem(dataset)}/{run_id}.png"
+    return f"{generation_stem(dataset)}/{stored_part(run_id, 'run id')}.png"
 
 
 def plot_name(section: GenSection) -> str:
     """`var-<dataset>/<arch>-<protocol id>.png`; never a grid's name (run ids end in a seed and
     a hash)."""
-    return f"{generation_stem(section.dataset)}/{section.arch}-{section.pid}.png"
+    arch, pid = stored_part(section.arch, "arch"), stored_part(section.pid, "protocol id")
+    return f"{generation_stem(section.dataset)}/{arch}-{pid}.png"
 
 
 def generation_boards(runs: Iterable[RunRecord]
@@ -293,7 +296,7 @@ def copy_grids(grids: dict[str, Path], out_dir: Path) -> list[str]:
     neither at hand nor already there (a board naming them would show a broken image)."""
     missing = []
     for name, source in sorted(grids.items()):
-        target = Path(out_dir) / name
+        target = inside(out_dir, name)
         if source.is_file():
             atomic_write(target, lambda tmp, source=source: shutil.copyfile(source, tmp))
         elif not target.is_file():

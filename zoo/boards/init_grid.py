@@ -22,6 +22,7 @@ from zoo.boards.files import (
     files_line,
     interval_fields,
     section_keys,
+    stored_part,
     text_files,
 )
 from zoo.boards.formatting import DASH, format_mean, format_mean_std, format_number
@@ -40,7 +41,8 @@ INIT_GRID_NOTE = (
     "‖W − W0‖ / ‖W0‖ after training, median over the weight matrices, mean over seeds (near 0: "
     "lazy, order 1: rich). Feature rank: effective rank of the penultimate features on the "
     "validation set, mean over seeds. Massive activation: largest |h| / median |h| in the "
-    "residual stream of the worst block, mean over seeds."
+    "residual stream of the worst block, mean over seeds. The 95% CI of a cell's accuracy (in "
+    f"the plot, the CSV and the JSON) is {board_stats.interval_method(board_stats.PERCENT)}."
 )
 
 GRID_COLUMNS = (*SECTION_KEYS, "act", "init", "metric", "n", "mean", "std", "ci95_low",
@@ -71,7 +73,7 @@ class GridCell:
 
     @property
     def ci95(self) -> tuple[float, float] | None:
-        return board_stats.ci95(self.accuracy)
+        return board_stats.ci95(self.accuracy, board_stats.PERCENT)
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,8 @@ def init_grid_markdown(runs: Iterable[RunRecord],
 
 def _plot_name(section: GridSection) -> str:
     """`inits/<dataset>-<arch>-<protocol id>.png`, relative to the leaderboard folder."""
-    return f"{INIT_GRID_STEM}/{board_stem(section.dataset, section.arch)}-{section.pid}.png"
+    stem = board_stem(section.dataset, section.arch)
+    return f"{INIT_GRID_STEM}/{stem}-{stored_part(section.pid, 'protocol id')}.png"
 
 
 # -- markdown --------------------------------------------------------------------------------

@@ -22,11 +22,13 @@ from zoo.boards.files import (
     files_line,
     interval_fields,
     section_keys,
+    stored_part,
     text_files,
 )
 from zoo.boards.formatting import DASH, format_mean, format_mean_std
 from zoo.boards.markdown import GENERATED_NOTE, cell_text, protocol_block
 from zoo.boards.plots import Bar, GroupedBars, Plot, write_grouped_png
+from zoo.boards.quant_scope import quant_scope
 from zoo.runs.results import RunRecord, is_ptq
 
 MODES = ("float", "PTQ", "QAT")  # the order of a pair's rows
@@ -35,12 +37,18 @@ QUANT_NOTE = (
     "same process as the float model; the difference to float is averaged over those pairs. "
     "QAT rows are runs trained with the format in their forward pass (straight-through "
     "gradients); their difference is against the mean of the float runs. Every nn.Linear and "
-    "nn.Conv2d is quantized (first and last layers included) unless the quant's parameters say "
-    "otherwise; embeddings, norms and biases stay float32. Bits per weight count the codes, "
-    "scales and zero points of the quantized layers' weights; model size is the quantized "
-    "weights at their storage size plus every other stored tensor (float32). Mean ± sample std "
-    "(n − 1) over seeds."
+    "nn.Conv2d is quantized unless the quant's parameters say otherwise (`skip`, `override`); "
+    "embeddings, norms and biases stay float32, and so does an output layer that is neither, "
+    "such as a head tied to the token embedding. Each section's **Quantized layers** line says "
+    "what that is for its architecture, read from the model: how many layers, the first and the "
+    "last, and whether the output layer is one of them. Bits per weight count the codes, scales "
+    "and zero points of the quantized layers' weights; model size is the quantized weights at "
+    "their storage size plus every other stored tensor (float32). Mean ± sample std (n − 1) over "
+    "seeds. The 95% CI of a PTQ difference (in the plot, the CSV and the JSON) is "
+    f"{board_stats.interval_method()}, over the per-seed pairs."
 )
+SCOPE_UNKNOWN = ("not known here: the architecture cannot be built in this process (a plugin "
+                 "that is not loaded?)")
 
 QUANT_COLUMNS = (*SECTION_KEYS, "act", "init", "quant", "mode", "metric", "n", "mean", "std",
                  "diff_vs_float", "diff_std", "diff_ci95_low", "diff_ci95_high", "pairs", "churn",
@@ -87,6 +95,7 @@ class QuantSection:
     rows: tuple[QuantRow, ...]  # in table order: by (act, init), then float, PTQ, QAT
     runs: tuple[RunRecord, ...]  # the runs of the quantized (act, init) pairs, by run id
     calibrations: tuple[str, ...]
+    scope: str  # which layers the formats quantize in this architecture (quant_scope)
 
     @property
     def metric(self) -> str:
@@ -129,8 +138,19 @@ def _build_section(dataset: str, arch: str, pid: str, runs: list[RunRecord],
     for (act, init), cell_runs in sorted(records.group(runs, act_init).items()):
         rows += _cell_rows(act, init, cell_runs, language, predictions)
     calibrations = sorted({run.config.get("calibration") for run in runs if is_ptq(run)} - {None})
+    scope = quant_scope(arch, arch_params(runs[0]))  # one protocol, so one shape
     return QuantSection(dataset, arch, pid, records.protocol_name(runs), language,
-                        tuple(rows), tuple(runs), tuple(calibrations))
+                        tuple(rows), tuple(runs), tuple(calibrations),
+                        scope.describe() if scope is not None else SCOPE_UNKNOWN)
+
+
+def arch_params(run: RunRecord) -> dict[str, Any]:
+    """The arch's size options the run was built with: its protocol's (older runs: its
+    config's)."""
+    stored = run.protocol.get("arch_params")
+    if stored is None:
+        stored = (run.config.get("config") or {}).get("arch_params")
+    return dict(stored or {})
 
 
 def _cell_rows(act: str, init: str, runs: list[RunRecord], language: bool,
@@ -208,7 +228,8 @@ def quant_stem(dataset: str, arch: str) -> str:
 
 def plot_name(section: QuantSection) -> str:
     """`quant-<dataset>-<arch>/<protocol id>.png`, relative to the leaderboard folder."""
-    return f"{quant_stem(section.dataset, section.arch)}/{section.pid}.png"
+    return (f"{quant_stem(section.dataset, section.arch)}/"
+            f"{stored_part(section.pid, 'protocol id')}.png")
 
 
 def quant_markdown(dataset: str, arch: str, sections: list[QuantSection]) -> str:
@@ -235,6 +256,7 @@ def _section_lines(section: QuantSection) -> list[str]:
     runs = list(section.runs)
     lines = [f"## Protocol `{section.pid}`", ""]
     lines += protocol_block(section.dataset, runs, runs)
+    lines.append(f"- **Quantized layers:** {section.scope}")
     if section.calibrations:
         lines.append(f"- **PTQ calibration:** {'; '.join(section.calibrations)}")
     lines += ["", f"| act | init | quant | mode | {unit} | {delta_unit} | churn (%) | bits / weight "

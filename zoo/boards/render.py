@@ -22,7 +22,7 @@ from zoo.boards.init_grid import INIT_GRID_FILE, INIT_GRID_STEM, grid_boards, in
 from zoo.boards.markdown import GENERATED_NOTE, protocol_label
 from zoo.boards.quant import mode, quant_files, quant_stem
 from zoo.errors import ZooError
-from zoo.runs.files import atomic_write_text
+from zoo.runs.files import atomic_write_text, inside, within
 from zoo.runs.protocols import PROTOCOLS
 from zoo.runs.results import ResultsStore, RunRecord, is_ptq
 from zoo.runs.stamps import stamp_stored
@@ -66,19 +66,29 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
     entries = _index_entries(pages, every_run, quantizable, stored)
     bench = [name for name in BENCH_FILES if (out_dir / name).is_file()]
     pages[INDEX_FILE] = index_markdown(entries, bench, GENERATED_NOTE) + retired_note(retired)
+    # every file name, some built from the database's fields: checked before anything is written
+    targets = {name: inside(out_dir, name) for name in [*pages, *plots, *grids]}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ZooError(f"cannot create leaderboard folder {out_dir}: {exc}") from exc
     paths = []
     for name in sorted(pages):
-        _write_atomically(out_dir / name, pages[name])
-        paths.append(out_dir / name)
+        _write_atomically(targets[name], pages[name])
+        paths.append(targets[name])
     for name in sorted(plots):
         draw, content = plots[name]
-        _write_atomically(out_dir / name, content, draw)
-        paths.append(out_dir / name)
-    missing = copy_grids(grids, out_dir)
+        _write_atomically(targets[name], content, draw)
+        paths.append(targets[name])
+    # a grid is copied only from a run folder beside the database: a database that names a
+    # folder elsewhere must not pull files from it into the published boards
+    runs_dir = store.path.parent
+    elsewhere = sorted(name for name, source in grids.items() if not within(runs_dir, source))
+    if elsewhere:
+        warnings.warn(f"{len(elsewhere)} sample grid(s) not copied: the database puts their run "
+                      f"folders outside {runs_dir}: {', '.join(elsewhere[:3])}", stacklevel=2)
+    missing = copy_grids({name: source for name, source in grids.items()
+                          if name not in elsewhere}, out_dir)
     if missing:  # the boards are right; only the pictures of runs trained elsewhere are absent
         warnings.warn(f"{len(missing)} sample grid(s) named by the boards are not at hand (their "
                       f"run folders are elsewhere): {', '.join(missing[:3])}", stacklevel=2)

@@ -1,6 +1,10 @@
 """The statistics of a leaderboard row: mean, sample std, a 95% confidence interval of the mean
 and Welch's t-test against the baseline, over the seeds of a variant.
 
+The interval of a bounded metric (accuracy in %) is the t interval clipped to the metric's range:
+the mean it covers lies in that range, so cutting off what lies outside cannot lose coverage,
+and where nothing is cut the interval is the plain t interval, the same model as Welch's test.
+
 Pure functions of lists of floats; None where a statistic is undefined (too few seeds), so that
 the boards show "—" and the JSON `null` instead of NaN.
 """
@@ -24,14 +28,35 @@ def std(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
-def ci95(values: Sequence[float]) -> tuple[float, float] | None:
-    """Student-t 95% confidence interval of the mean, (low, high); None for n < 2."""
+PERCENT = (0.0, 100.0)  # the range of an accuracy in display units
+T_INTERVAL = "the Student t interval of the mean, mean ± t(0.975, n − 1) · s / √n"
+
+
+def ci95(values: Sequence[float], bounds: tuple[float, float] | None = None
+         ) -> tuple[float, float] | None:
+    """Student-t 95% confidence interval of the mean, (low, high); None for n < 2.
+
+    With `bounds`, the metric's range (`PERCENT` for an accuracy), the interval is clipped to
+    it. Values outside the range are not that metric: then the interval is left unclipped, as
+    wrong as the values, rather than made to look plausible.
+    """
     if len(values) < 2:
         return None
     n = len(values)
     half = float(scipy_stats.t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)
     centre = statistics.fmean(values)
-    return centre - half, centre + half
+    low, high = centre - half, centre + half
+    if bounds is not None and all(bounds[0] <= v <= bounds[1] for v in values):
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return low, high
+
+
+def interval_method(bounds: tuple[float, float] | None = None) -> str:
+    """How `ci95(values, bounds)` is computed, in words, for a board's note."""
+    if bounds is None:
+        return T_INTERVAL
+    return (f"{T_INTERVAL}, clipped to [{bounds[0]:g}, {bounds[1]:g}] (the true mean cannot lie "
+            "outside, so clipping keeps the 95% coverage)")
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, float | None]:

@@ -181,14 +181,32 @@ class LocalExecutor:
 
 # --- Ray ----------------------------------------------------------------------------------------
 
+LOOPBACK = "127.0.0.1"
+# Ray's switch for an instance confined to one machine (its default on macOS and Windows): the
+# node's address is then the loopback one, and Ray's servers listen on it alone rather than on
+# every interface. Without it, `_node_ip_address="127.0.0.1"` is replaced by the machine's
+# network address. Ray reads the variable when it is first imported.
+RAY_ONE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def local_ray_options() -> dict[str, Any]:
+    """`ray.init`'s options for the instance a sweep starts on this machine: reachable from this
+    machine only (no dashboard either), with no more object store than a sweep needs."""
+    return {"_node_ip_address": LOOPBACK, "include_dashboard": False, "dashboard_host": LOOPBACK,
+            "object_store_memory": 80 * 1024 * 1024}
+
+
 class RayExecutor:
     """One Ray task per run. `address=None` starts a Ray instance for this sweep on this
-    machine; otherwise the sweep joins that cluster ("auto", or "ray://host:10001")."""
+    machine, listening on 127.0.0.1 only; otherwise the sweep joins that cluster ("auto", or
+    "ray://host:10001")."""
 
     name = "ray"
 
     def __init__(self, address: str | None, threads: int, gpus_per_run: float,
                  slots: int | None = None):
+        if not address:
+            os.environ[RAY_ONE_MACHINE_ENV] = "0"  # before `import ray` reads it
         try:
             import ray
         except ImportError:
@@ -197,16 +215,15 @@ class RayExecutor:
         if not ray.is_initialized():
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                        "configure_logging": False}
-            if address:
-                options["address"] = address
-            else:  # a local instance: no more object store than a sweep needs
-                options["object_store_memory"] = 80 * 1024 * 1024
+            options.update({"address": address} if address else local_ray_options())
             try:
                 ray.init(**options)
             except Exception as exc:  # noqa: BLE001 - Ray raises many types; all mean "no cluster"
                 raise ZooError(f"cannot start or reach Ray at {address or 'this machine'}: "
                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                                ) from None
+            if not address:
+                self._check_loopback()
         resources = ray.cluster_resources()
         if gpus_per_run:
             capacity = int(resources.get("GPU", 0) // gpus_per_run)
@@ -214,6 +231,16 @@ class RayExecutor:
             capacity = int(resources.get("CPU", 1) // max(1, threads))
         self.slots = slots or max(1, capacity)
         self._task = ray.remote(num_cpus=threads, num_gpus=gpus_per_run)(run_job)
+
+    def _check_loopback(self) -> None:
+        """Refuse a local instance that took a network address (Ray imported, and its switch
+        read, before zoo could set it): it would listen beyond this machine."""
+        address = self._ray.util.get_node_ip_address()
+        if address != LOOPBACK:
+            self._ray.shutdown()
+            raise ZooError(f"the local Ray instance took the address {address}, not {LOOPBACK}, "
+                           f"so it would listen on the network; set {RAY_ONE_MACHINE_ENV}=0 "
+                           "before Ray is imported, or join a cluster with --address")
 
     def submit(self, job: Job) -> cf.Future:
         return self._task.remote(job).future()
