@@ -1,7 +1,7 @@
 """The committed leaderboards are exactly what `zoo leaderboard` renders from the committed
 results database: nobody edited a table by hand, and no table, CSV, JSON, index or plot of any
 board (classification, language model, quantization, generation, init grid) is stale or left
-over from an older render."""
+over from an older render. The same holds for the committed website (`site/`, from `--html`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from zoo.runs.results import ResultsStore
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = ROOT / "results" / "results.sqlite"
 PUBLISHED = ROOT / "leaderboards"
+PUBLISHED_SITE = ROOT / "site"
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,17 @@ def fresh(tmp_path_factory):
             out.mkdir(exist_ok=True)
             (out / bench_page).write_text("written by zoo bench\n")
     with ResultsStore(copy) as store:
-        rendered = render_leaderboards(store, out)
-    return out, rendered
+        rendered = render_leaderboards(store, out, html_dir=tmp / "site")
+    return out, [path for path in rendered if path.is_relative_to(out)]
+
+
+@pytest.fixture(scope="module")
+def fresh_site(fresh):
+    """(folder, every path of the site) rendered with the boards above, beside them as the
+    committed site is beside the committed boards."""
+    out, _ = fresh
+    site = out.parent / "site"
+    return site, sorted(path for path in site.rglob("*") if path.is_file())
 
 
 def test_committed_leaderboards_equal_a_fresh_render(fresh):
@@ -85,3 +95,22 @@ def test_every_plot_a_published_board_links_is_committed():
     for board in sorted(PUBLISHED.glob("*.md")):
         for link in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", board.read_text()):
             assert (PUBLISHED / link).is_file(), f"{board.name}: {link} is missing"
+
+
+def test_the_committed_site_equals_a_fresh_render(fresh_site):
+    site, rendered = fresh_site
+    assert site / "index.html" in rendered
+    missing = [p.name for p in rendered if not (PUBLISHED_SITE / p.name).is_file()]
+    stale = [p.name for p in rendered if (PUBLISHED_SITE / p.name).is_file()
+             and (PUBLISHED_SITE / p.name).read_text() != p.read_text()]
+    left_over = sorted({p.name for p in PUBLISHED_SITE.rglob("*") if p.is_file()}
+                       - {p.name for p in rendered})
+    assert not missing and not stale and not left_over, (
+        f"run `{REGENERATE}` and commit the result; rendered but not committed: {missing}; "
+        f"stale or hand-edited: {stale}; no longer rendered: {left_over}")
+
+
+def test_every_plot_and_board_file_the_site_links_is_committed():
+    for page in sorted(PUBLISHED_SITE.glob("*.html")):
+        for link in re.findall(r'(?:src|href)="(\.\./[^"#]+)"', page.read_text()):
+            assert (PUBLISHED_SITE / link).resolve().is_file(), f"{page.name}: {link} is missing"

@@ -21,7 +21,7 @@ from zoo.boards import stats as board_stats
 from zoo.runs.files import path_part
 
 SECTION_KEYS = ("protocol_id", "protocol", "dataset", "arch")  # which table a record is from
-REGENERATE = "zoo leaderboard --out results --to leaderboards"
+REGENERATE = "zoo leaderboard --out results --to leaderboards --html site"
 # files in the leaderboard folder that `zoo bench` writes, not `zoo leaderboard`
 BENCH_FILES = {
     "kernels.md": "activation kernels against their PyTorch reference, written by "

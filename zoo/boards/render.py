@@ -21,6 +21,7 @@ from zoo.boards.generation import board_name, copy_grids, generation_boards, is_
 from zoo.boards.init_grid import INIT_GRID_FILE, INIT_GRID_STEM, grid_boards, init_grid_files
 from zoo.boards.markdown import GENERATED_NOTE, protocol_label
 from zoo.boards.quant import mode, quant_files, quant_stem
+from zoo.boards.site import render_site
 from zoo.errors import ZooError
 from zoo.runs.files import atomic_write_text, inside, within
 from zoo.runs.protocols import PROTOCOLS
@@ -35,14 +36,16 @@ INDEX_FILE = "README.md"  # the list of every rendered board
 STANDARD_ACTS = "standard_acts"
 
 
-def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
+def render_leaderboards(store: ResultsStore, out_dir: Path,
+                        html_dir: Path | None = None) -> list[Path]:
     """Write one leaderboard per (dataset, arch) with completed runs; the init grid; one
     quantization board per (dataset, arch) with quantized results; one generation board per data
     set with image generators (and their sample grids); each with its CSV, JSON and one plot per
     section; and the `README.md` index of them all. Return the written paths, sorted (the sample
     grids, copies of the runs' own pictures, aside).
 
-    Each file is replaced atomically; other files in `out_dir` are left alone.
+    Each file is replaced atomically; other files in `out_dir` are left alone. With `html_dir`,
+    the same boards also become a static website there (`zoo.boards.site`).
     """
     out_dir = Path(out_dir)
     stamp_stored(store)  # rows an older zoo stored: stamped once, then read like the rest
@@ -92,6 +95,8 @@ def render_leaderboards(store: ResultsStore, out_dir: Path) -> list[Path]:
     if missing:  # the boards are right; only the pictures of runs trained elsewhere are absent
         warnings.warn(f"{len(missing)} sample grid(s) named by the boards are not at hand (their "
                       f"run folders are elsewhere): {', '.join(missing[:3])}", stacklevel=2)
+    if html_dir is not None:
+        paths += render_site(pages, out_dir, html_dir, entries)
     return sorted(paths)
 
 

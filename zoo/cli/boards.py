@@ -14,11 +14,17 @@ def cmd_leaderboard(args) -> int:
     if not db.is_file():
         raise ZooError(f"no results database at {db}: train something first (`zoo train vit`)")
     writable_folder(args.to, "--to")
+    if args.html is not None:
+        writable_folder(args.html, "--html")
     with ResultsStore(db) as store:
         record_standard_grid(store, ACTS.names())
-        written = render_leaderboards(store, args.to)
+        written = render_leaderboards(store, args.to, html_dir=args.html)
     if not written:
         print(f"no completed runs in {db}; nothing to render")
+    site = [path for path in written if path.suffix == ".html"]
+    if site:
+        print(f"wrote the site: {len(site)} pages in {args.html}, open {args.html / 'index.html'}")
+    written = [path for path in written if path.suffix not in (".html", ".css", ".js")]
     pages = [path for path in written if path.suffix == ".md"]
     for path in pages:
         print(f"wrote {path}")

@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs", type=Path,
                    help="where runs and results.sqlite live (default ./runs)")
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
+    log_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sweep", parents=[plugin],
@@ -230,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the runs folder holding results.sqlite (default ./runs)")
     p.add_argument("--db", type=Path, help="a results database (default OUT/results.sqlite)")
     p.add_argument("--to", default="leaderboards", type=Path, help="output folder (default ./leaderboards)")
+    p.add_argument("--html", type=Path, metavar="DIR",
+                   help="also render the boards as a static website into DIR (sortable, "
+                        "filterable tables; opens from file://)")
 
     p = sub.add_parser("bench", parents=[plugin], help="measure speed")
     bench = p.add_subparsers(dest="target", metavar="TARGET", parser_class=OneLineParser)
@@ -301,6 +305,14 @@ def sweep_options(p) -> None:
                    help="where runs and results.sqlite live (default ./runs)")
     p.add_argument("--leaderboard", type=Path, metavar="DIR",
                    help="render the leaderboards into DIR when the sweep ends")
+    log_option(p)
+
+
+def log_option(p) -> None:
+    p.add_argument("--log", choices=["tensorboard", "wandb"],
+                   help="also write an experiment log into each run folder (RUN/logs/...): "
+                        "per-step loss, lr and throughput, per-epoch metrics and diagnostics "
+                        "(default: none; wandb honours WANDB_MODE=offline)")
 
 
 def sampling_options(p) -> None:

@@ -32,7 +32,7 @@ def cmd_sweep(args) -> int:
 def _sweep_executor(args) -> dict[str, Any]:
     return {"executor": args.executor, "workers": args.workers, "threads": args.threads,
             "device": args.device, "address": args.address,
-            "nproc_per_node": args.nproc_per_node}
+            "nproc_per_node": args.nproc_per_node, "log": args.log}
 
 
 def check_output_folders(args) -> None:

@@ -29,7 +29,7 @@ def cmd_train(args) -> int:
         steps_per_epoch=args.steps_per_epoch)
     writable_folder(args.out, "--out")
     trainer = make_trainer(config, out=args.out, device=args.device, compile=args.compile,
-                           show_progress=not args.no_progress)
+                           show_progress=not args.no_progress, log=args.log)
     outcome = trainer.run()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports
         return 0

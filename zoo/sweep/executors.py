@@ -43,6 +43,7 @@ class Job:
     threads: int | None = None  # torch intra-op threads in the worker
     plugins: list[str] = field(default_factory=list)  # plugin files the worker must load
     labels: dict[str, Any] | None = None
+    log: str | None = None  # an experiment log for each run (tensorboard, wandb)
 
     @property
     def run_id(self) -> str:
@@ -68,7 +69,7 @@ def run_job(job: Job, device: str | None = None) -> JobResult:
         config = TrainConfig(**job.config)
         run_id = config.run_id()
         outcome = make_trainer(config, out=job.out, device=device or job.device, show_progress=False,
-                               labels=job.labels).run()
+                               labels=job.labels, log=job.log).run()
         status = "skipped" if outcome.already_done else "completed"
         message = headline(outcome.record.metrics)
         if outcome.resumed_from and not outcome.already_done:
@@ -315,7 +316,7 @@ def _torchrun_follower(job: Job, rank: int) -> int:
     try:
         _prepare_worker(job.plugins, job.threads)
         make_trainer(TrainConfig(**job.config), out=job.out, device=job.device, show_progress=False,
-                     labels=job.labels).run()
+                     labels=job.labels, log=job.log).run()
         return 0
     except ZooError as exc:
         print(f"zoo rank {rank}: {exc}", file=sys.stderr)

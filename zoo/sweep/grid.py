@@ -216,7 +216,7 @@ def run_sweep(grid: Grid, *, out: Path, executor: str = "local", workers: int | 
               threads: int | None = None, device: str = "auto", address: str | None = None,
               nproc_per_node: int | None = None, plugins: list[str] | None = None,
               labels: dict[str, Any] | None = None, dry_run: bool = False, console=None,
-              tune_lr: list[float] | None = None):
+              tune_lr: list[float] | None = None, log: str | None = None):
     """Plan the grid against the results in `out`, then train what is missing. With `tune_lr`
     (multiples of the protocol's lr), each variant's first seed trains at every multiple first,
     then its other seeds at the multiple with the best validation score (zoo.runs.lr_tuning).
@@ -230,7 +230,7 @@ def run_sweep(grid: Grid, *, out: Path, executor: str = "local", workers: int | 
         console.print(f"  left out: {pair}", highlight=False)
     run = dict(out=Path(out), executor=executor, workers=workers, threads=threads,
                device=device, address=address, nproc_per_node=nproc_per_node,
-               plugins=plugins, labels=labels, dry_run=dry_run, console=console)
+               plugins=plugins, labels=labels, dry_run=dry_run, console=console, log=log)
     if not tune_lr:
         return _run_configs(configs, **run)
     first_seed = min(config.seed for config in configs)
@@ -276,7 +276,8 @@ def _lr_picks(firsts: list[TrainConfig], scales: list[float], out: Path) -> dict
 
 
 def _run_configs(configs: list[TrainConfig], *, out: Path, executor: str, workers, threads,
-                 device: str, address, nproc_per_node, plugins, labels, dry_run: bool, console):
+                 device: str, address, nproc_per_node, plugins, labels, dry_run: bool, console,
+                 log: str | None = None):
     todo = plan(configs, Path(out))
     console.print(f"{len(configs)} runs; {len(todo.completed)} stored, {len(todo.diverged)} "
                   f"diverged earlier, {len(todo.todo)} to train ({len(todo.resumed)} resume from "
@@ -298,7 +299,7 @@ def _run_configs(configs: list[TrainConfig], *, out: Path, executor: str, worker
 
     pool, run_threads = make_executor(executor, workers=workers, threads=threads, device=device,
                                       address=address, nproc_per_node=nproc_per_node)
-    jobs = [job_for(config, out, device, run_threads, plugins or [], labels)
+    jobs = [job_for(config, out, device, run_threads, plugins or [], labels, log)
             for config in todo.todo]
     console.print(f"{pool.slots} run(s) at a time on the {pool.name} executor, {run_threads} "
                   f"thread(s) each", highlight=False)

@@ -172,6 +172,6 @@ def run_jobs(jobs: list[Job], executor, state: SweepState, display: SweepDisplay
 
 
 def job_for(config: TrainConfig, out, device: str, threads: int | None, plugins: list[str],
-            labels: dict | None = None) -> Job:
+            labels: dict | None = None, log: str | None = None) -> Job:
     return Job(config=asdict(config), out=str(out), device=device, threads=threads,
-               plugins=list(plugins), labels=labels)
+               plugins=list(plugins), labels=labels, log=log)

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zoo.registry import REGISTRIES, Entry, find, registry_for
+from zoo.registry.cards import card_body
 
 
 def print_listing(kind: str | None = None, console: Console | None = None) -> None:
@@ -29,24 +30,5 @@ def print_info(name: str, console: Console | None = None) -> None:
 
 
 def _card(entry: Entry) -> str:
-    lines = [f"[bold]{entry.name}[/bold]  ({entry.kind}, {entry.source})"]
-    if entry.summary:
-        lines.append(f"  {entry.summary}")
-    if entry.formula:
-        lines.append(f"  formula:  {entry.formula}")
-    if entry.paper:
-        lines.append(f"  paper:    {entry.paper}")
-    if entry.defaults:
-        lines.append("  defaults: " + ", ".join(f"{k}={v}" for k, v in entry.defaults.items()))
-    if entry.tags:
-        lines.append("  tags:     " + ", ".join(entry.tags))
-    for key, value in entry.extra.items():
-        if key == "dataset_recipes":  # one line per data set, as the recipe's own line
-            lines += [f"  recipe on {dataset}: " + ", ".join(f"{k}={v}" for k, v in
-                                                           recipe.items())
-                      for dataset, recipe in value.items()]
-            continue
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
-        lines.append(f"  {key.replace('_', ' ')}: {value}")
-    return "\n".join(lines)
+    return "\n".join([f"[bold]{entry.name}[/bold]  ({entry.kind}, {entry.source})",
+                      *card_body(entry)])

@@ -4,6 +4,7 @@ after a crash, diagnostics, and a row in the results database."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 
 from zoo.build import count_parameters
-from zoo.errors import RunDiverged
+from zoo.errors import RunDiverged, ZooError
 from zoo.quant.apply import size_report
 from zoo.registry import INITS
 from zoo.runs import environment
@@ -27,6 +28,7 @@ from zoo.runs.results import ResultsStore, RunRecord, results_path, utc_now
 from zoo.runs.rundir import RunDir, check_dependencies, load_weights
 from zoo.train import distributed
 from zoo.train.diagnostics import activation_diagnostics, initial_weights, relative_weight_change
+from zoo.train.experiment_log import LOGGERS, ExperimentLog, open_log
 from zoo.train.progress import TrainingProgress
 from zoo.train.task import MakeTask, Task
 
@@ -108,8 +110,12 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out: str | Path = "runs", device: str = "auto",
                  compile: bool = False, show_progress: bool = True,
-                 labels: dict[str, Any] | None = None, *, make_task: MakeTask):
+                 labels: dict[str, Any] | None = None, *, make_task: MakeTask,
+                 log: str | None = None):
         config.validate()
+        if log is not None and log not in LOGGERS:
+            raise ZooError(f"--log must be one of {', '.join(LOGGERS)}, got {log}")
+        self.log = log  # an experiment log beside the run's files (tensorboard, wandb), or None
         self.make_task = make_task
         self.labels = labels  # stored in config.json, outside the run id (e.g. a submission)
         self.config = config
@@ -259,11 +265,16 @@ class Trainer:
             f"{config.quant}, on {task.describe()}, {record.metrics['params']:,} params, "
             f"{record.environment['device']}"
             + (f"; resuming after epoch {state.start_epoch}" if state.start_epoch else ""))
-        with progress:
+        log = open_log(self.log if self.group.is_main else None, self.run_dir.path,
+                       config.run_id(), config.to_dict())
+        with progress, contextlib.ExitStack() as closing:
+            if log is not None:
+                closing.callback(log.close)
             progress.advance_to(state.start_epoch * state.steps_per_epoch)
             for epoch in range(state.start_epoch, config.epochs):
                 row = self._train_epoch(step_model, state.optimizer, state.scheduler,
-                                        state.batches, epoch, progress, task, state.step_hook)
+                                        state.batches, epoch, progress, task, state.step_hook,
+                                        log)
                 if not math.isfinite(row["train_loss"]):
                     self._diverged(store, record, state.history, row)
                 val = task.evaluate(state.evaluated, "validation", self.autocast)
@@ -271,6 +282,8 @@ class Trainer:
                 row.update(self._diagnostics(state.evaluated, state.weights0,
                                              task.diagnostics_input()))
                 state.history.append(row)
+                if log is not None:
+                    log.epoch((epoch + 1) * state.steps_per_epoch, row)
                 self._checkpoint(epoch + 1, state.evaluated, state.optimizer, state.scheduler,
                                  state.history, state.started_at,
                                  train_model=state.model if state.ema is not None else None)
@@ -299,13 +312,16 @@ class Trainer:
 
     # --- pieces ---------------------------------------------------------------------------
     def _train_epoch(self, model, optimizer, scheduler, batches, epoch: int,
-                     progress: TrainingProgress, task, after_step=lambda step: None
-                     ) -> dict[str, Any]:
-        """One epoch of `batches` (anything with len() and .epoch(k) -> (x, y) minibatches)."""
+                     progress: TrainingProgress, task, after_step=lambda step: None,
+                     log: ExperimentLog | None = None) -> dict[str, Any]:
+        """One epoch of `batches` (anything with len() and .epoch(k) -> (x, y) minibatches).
+        With an experiment `log`, every step's loss, lr and throughput go to it (a device sync
+        per step: only when asked for)."""
         model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen, start = 0, time.perf_counter()
+        step_start = start
         for step, (xb, yb) in enumerate(batches.epoch(epoch), start=1):
             share = 1.0
             if self.group.distributed:  # this rank's rows of the global batch
@@ -321,6 +337,12 @@ class Trainer:
             loss_sum += loss.detach() * yb.numel()  # examples, or tokens for language models
             correct += task.correct(logits, yb)
             seen += yb.numel()
+            if log is not None:
+                now = time.perf_counter()
+                log.step(epoch * len(batches) + step, {
+                    "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                    "throughput": yb.numel() / max(now - step_start, 1e-9)})
+                step_start = now
             if step % self.LOG_EVERY == 0 or step == len(batches):
                 loss_total, correct_total, seen_total = self._epoch_totals(loss_sum, correct, seen)
                 mean_loss = loss_total / seen_total
