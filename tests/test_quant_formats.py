@@ -166,25 +166,27 @@ def test_int8_weight_only_equals_torchaos(torchao):
                                model[0].weight.dequantize(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("magnitudes", ["ordinary", "tiny"])
 @pytest.mark.parametrize("group", [32, 64, 128])
-def test_int4_symmetric_groups_equal_torchaos_fake_quantizer(torchao, group):
+def test_int4_symmetric_groups_equal_torchaos_fake_quantizer(torchao, group, magnitudes):
     from torchao.quantization.qat import IntxFakeQuantizeConfig, IntxFakeQuantizer
 
-    w = weights(rows=64, k=256)
+    w = some_weights(magnitudes, group)
     theirs = IntxFakeQuantizer(IntxFakeQuantizeConfig(torch.int4, group_size=group,
                                                       is_symmetric=True))(w)
     torch.testing.assert_close(formats.fake_quantize(w, int_group(4, group)), theirs,
                                rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("magnitudes", ["ordinary", "tiny"])
 @pytest.mark.parametrize("group", [32, 128])
-def test_int4_asymmetric_groups_equal_torchaos_weight_only(torchao, group):
+def test_int4_asymmetric_groups_equal_torchaos_weight_only(torchao, group, magnitudes):
     from torchao.quantization import IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerGroup
     from torchao.quantization.quant_primitives import MappingType
 
-    w = weights(rows=64, k=256)
-    model = torch.nn.Sequential(torch.nn.Linear(256, 64, bias=False))
+    w = some_weights(magnitudes, group)
+    model = torch.nn.Sequential(torch.nn.Linear(w.shape[1], w.shape[0], bias=False))
     model[0].weight.data.copy_(w)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -215,6 +217,12 @@ def tiny_groups(rows: int, k: int, group: int, seed: int = 0) -> torch.Tensor:
     return w
 
 
+def some_weights(magnitudes: str, group: int) -> torch.Tensor:
+    """"ordinary" weights, or "tiny" ones whose groups' scales fall to the floor (tiny_groups)."""
+    return weights(rows=64, k=256) if magnitudes == "ordinary" else \
+        tiny_groups(rows=16, k=512, group=group)
+
+
 def test_int_scale_floors_are_torchaos():
     """torchao 0.18 floors int8 scales at float32's eps (Int8Tensor.from_hp), every other width
     at float32's smallest normal (choose_qparams_affine's default eps)."""
@@ -224,34 +232,6 @@ def test_int_scale_floors_are_torchaos():
     zeros = torch.zeros(2, 64)
     assert formats.quantize(zeros, int_group(4, 32)).scale.unique().tolist() == \
         [torch.finfo(torch.float32).smallest_normal]
-
-
-@pytest.mark.parametrize("group", [32, 128])
-def test_int4_symmetric_tiny_groups_equal_torchaos_fake_quantizer(torchao, group):
-    from torchao.quantization.qat import IntxFakeQuantizeConfig, IntxFakeQuantizer
-
-    w = tiny_groups(rows=16, k=512, group=group)
-    theirs = IntxFakeQuantizer(IntxFakeQuantizeConfig(torch.int4, group_size=group,
-                                                      is_symmetric=True))(w)
-    torch.testing.assert_close(formats.fake_quantize(w, int_group(4, group)), theirs,
-                               rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("group", [32, 128])
-def test_int4_asymmetric_tiny_groups_equal_torchaos_weight_only(torchao, group):
-    from torchao.quantization import IntxWeightOnlyConfig, quantize_
-    from torchao.quantization.granularity import PerGroup
-    from torchao.quantization.quant_primitives import MappingType
-
-    w = tiny_groups(rows=16, k=512, group=group)
-    model = torch.nn.Sequential(torch.nn.Linear(512, 16, bias=False))
-    model[0].weight.data.copy_(w)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_(model, IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group),
-                                              mapping_type=MappingType.ASYMMETRIC))
-    torch.testing.assert_close(formats.fake_quantize(w, int_group(4, group, False)),
-                               model[0].weight.dequantize(), rtol=0, atol=0)
 
 
 def test_int8_tiny_rows_equal_torchaos_weight_only(torchao):
