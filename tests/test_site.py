@@ -169,11 +169,11 @@ def cell_number(row, column: int) -> float:
 
 
 def test_in_a_browser_the_board_sorts_filters_and_matches_the_database(tmp_path):
+    site = render(tmp_path)
+    browser = chromium()  # first: it skips where selenium is not installed
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    site = render(tmp_path)
-    browser = chromium()
     try:
         browser.get((site / "index.html").resolve().as_uri())
         browser.find_element(By.CSS_SELECTOR, 'a[href="digits-vit.html"]').click()
