@@ -163,8 +163,8 @@ def test_probes_of_different_settings_get_different_files(tmp_path):
     (["probe", "vitt"], "unknown arch 'vitt'"),
     (["probe", "vit", "--act", "gelo"], "unknown act 'gelo'"),
     (["probe", "vit", "--init", "kaiminq"], "unknown init 'kaiminq'"),
-    (["probe", "vit", "--batch-size", "0"], "--batch-size must be positive"),
-    (["probe", "vit", "--batch-size", "-4"], "--batch-size must be positive"),
+    (["probe", "vit", "--batch-size", "0"], "argument --batch-size: must be a whole number >= 1, got 0"),
+    (["probe", "vit", "--batch-size", "-4"], "argument --batch-size: must be a whole number >= 1, got -4"),
     (["probe", "vit", "--init", "orthogonal", "--init-param", "gian=2"], "bad --init-param"),
     (["probe", "vit", "--init-param", "gain"], "--init-param takes NAME=VALUE"),
 ])

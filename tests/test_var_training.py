@@ -259,12 +259,12 @@ def test_the_generation_board_has_csv_json_and_a_linked_fid_plot_per_section(run
 def test_the_generation_board_depends_on_the_database_alone(runs, tmp_path):
     database = tmp_path / "results.sqlite"
     shutil.copyfile(runs / "results.sqlite", database)
-    with ResultsStore(database) as store:
+    with ResultsStore(runs / "results.sqlite") as store:  # beside its run folders: grids copied
         first = render_leaderboards(store, tmp_path / "a")
     moved = tmp_path / "elsewhere"
     shutil.move(str(runs), str(moved))  # the run folders (and their grids) are gone
     try:
-        with ResultsStore(database) as store, pytest.warns(UserWarning, match="not at hand"):
+        with ResultsStore(database) as store, pytest.warns(UserWarning, match="sample grid"):
             second = render_leaderboards(store, tmp_path / "b")
     finally:
         shutil.move(str(moved), str(runs))

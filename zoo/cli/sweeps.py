@@ -69,9 +69,9 @@ def cmd_submit(args) -> int:
     get_protocol(args.protocol)  # a typo fails before the checks, not after them
     submitted = (submission.load_submission_file(args.file) if args.file else
                  submission.load_submission_entry(args.entry))
-    check_output_folders(args)
     submission.check_stored_runs(submitted, args.out)
     submission.validate(submitted)
+    check_output_folders(args)  # after the checks: a refused submission creates nothing
     plugins = [str(Path(p).resolve()) for p in args.plugin_before_command + args.plugin]
     state = run_sweep(Grid(protocol=args.protocol, acts=submitted.names), out=args.out,
                       plugins=list(dict.fromkeys([*plugins, *submitted.plugin_files])),
