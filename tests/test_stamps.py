@@ -85,3 +85,22 @@ def test_a_stamp_outlives_a_changed_recipe(tmp_path, monkeypatch):
         monkeypatch.setitem(PROTOCOLS, "quick", replace(PROTOCOLS["quick"], budgets={}))
         assert stamp_stored(store) == 0
         assert store.get("d").protocol_name == "quick"
+
+
+def test_runs_of_a_budget_retired_since_take_the_retired_name(tmp_path, monkeypatch):
+    # quick's vit budget on Fashion-MNIST changed (6 -> 10 epochs) and the 6-epoch budget was
+    # registered as the retired `quick-v2`: the runs stamped `quick` under 6 epochs are renamed
+    old = TrainConfig.for_arch("vit", dataset="fashion-mnist", epochs=6).protocol()
+    with ResultsStore(tmp_path / "r.db") as store:
+        store.upsert(replace(stamped(record("old", "vit", "fashion-mnist", old)),
+                             protocol_name="quick"))
+        store.upsert(stamped(record("new", "vit", "fashion-mnist", quick("vit", "fashion-mnist"))))
+        assert stamp_stored(store) == 1
+        assert store.get("old").protocol_name == "quick-v2"
+        assert store.get("new").protocol_name == "quick"
+        assert stamp_stored(store) == 0
+        # without a retired protocol naming the old budget, the stored name stays
+        store.upsert(replace(store.get("old"), protocol_name="quick"))
+        monkeypatch.delitem(PROTOCOLS, "quick-v2")
+        assert stamp_stored(store) == 0
+        assert store.get("old").protocol_name == "quick"

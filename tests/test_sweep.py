@@ -137,6 +137,21 @@ def test_a_retired_protocol_still_names_its_runs_but_cannot_be_trained_under():
         get_protocol("quick-v1")
 
 
+def test_a_retired_budget_of_a_data_set_recipe_names_the_runs_trained_before_it_changed():
+    # the vit's Fashion-MNIST recipe went from 6 to 10 epochs; `quick-v2` names the 6-epoch runs
+    retired = PROTOCOLS["quick-v2"]
+    old = retired.config("vit", "fashion-mnist")
+    assert retired.retired
+    assert (old.epochs, old.optimizer, old.aug_flip) == (6, "adamw", True)
+    assert old.arch_params == {"patch_size": 7}  # the data-set recipe, not the digits one
+    assert protocol_name_for(protocol_id(old.protocol()), "vit", "fashion-mnist") == "quick-v2"
+    assert protocol_id(old.protocol()) == "51d7408ae5"  # the id of the runs published under it
+    now = PROTOCOLS["quick"].config("vit", "fashion-mnist")
+    assert now.epochs == 10
+    assert protocol_name_for(protocol_id(now.protocol()), "vit", "fashion-mnist") == "quick"
+    assert not retired.covers("resnet", "fashion-mnist")  # resnet's quick budget is unchanged
+
+
 # --- running -----------------------------------------------------------------------------------
 
 def test_a_sweep_trains_its_grid_and_a_second_sweep_trains_nothing(tmp_path, capsys):

@@ -35,9 +35,10 @@ RESNET_FASHION_MNIST = {
     "arch_params": {"layers": [1, 1, 1], "widths": [16, 32, 64], "stem_stride": 2},
 }
 # ViT: 7x7 patches (a 4x4 grid: 3x cheaper than 4x4 patches, and on this budget more epochs
-# beat finer patches), AdamW, flips and flip test-time augmentation.
+# beat finer patches), AdamW, flips and flip test-time augmentation. 10 epochs: 6 fell short of
+# 88% (87.61 ± 0.09%, the retired protocol `quick-v2`).
 VIT_FASHION_MNIST = {
-    "epochs": 6, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 0.3,
+    "epochs": 10, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.05, "warmup_epochs": 0.3,
     "label_smoothing": 0.1, "aug_flip": True, "tta_flip": True,
     "arch_params": {"patch_size": 7},
 }

@@ -3,7 +3,9 @@ its kind (classify, language, generate) and the name of its protocol (`quick`, `
 for a protocol of one's own). The writer of a new run stamps both on its record, and rows that
 an older zoo stored are stamped once, when boards are next rendered; from then on boards read
 them instead of re-deriving them from today's registries, so a recipe changed later, or a
-plugin not loaded, cannot change what an old run was."""
+plugin not loaded, cannot change what an old run was. The one rename is explicit: when a
+protocol's budget changes and the old budget is registered as a retired protocol, the runs of
+the old budget take the retired name (and leave the boards)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import replace
 
 from zoo.errors import ZooError
 from zoo.registry.kinds import CLASSIFY, GENERATE, LANGUAGE, run_kind
-from zoo.runs.protocols import protocol_name_for
+from zoo.runs.protocols import PROTOCOLS, protocol_name_for
 from zoo.runs.results import ResultsStore, RunRecord
 
 
@@ -45,7 +47,28 @@ def stamped(record: RunRecord) -> RunRecord:
 
 
 def stamp_stored(store: ResultsStore) -> int:
-    """Stamp the store's runs that have no stamps yet; returns how many."""
+    """Stamp the store's runs that have no stamps yet, and give the runs of a retired budget
+    its name (`retired_stamps`); returns how many rows changed."""
     runs = store.unstamped()
     store.set_stamps({run.run_id: stamp(run) for run in runs})
-    return len(runs)
+    retired = retired_stamps(store.runs())
+    store.set_stamps(retired)
+    return len(runs) + len(retired)
+
+
+def retired_stamps(runs: list[RunRecord]) -> dict[str, tuple[str, str]]:
+    """run_id -> (kind, retired name) for the runs stamped with a current protocol whose budget
+    for their (arch, data set) has since changed, where a retired protocol names the old one."""
+    names: dict[tuple[str, str, str], str | None] = {}
+    renamed = {}
+    for run in runs:
+        current = PROTOCOLS.get(run.protocol_name or "")
+        if current is None or current.retired or run.kind is None:
+            continue
+        key = (run.protocol_id, run.arch, run.dataset)
+        if key not in names:
+            names[key] = protocol_name_for(*key)
+        name = names[key]
+        if name is not None and PROTOCOLS[name].retired:
+            renamed[run.run_id] = (run.kind, name)
+    return renamed
