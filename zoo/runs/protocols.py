@@ -103,8 +103,8 @@ register_protocol(Protocol(
 ))
 register_protocol(Protocol(
     "full",
-    "near convergence: each architecture's recipe, on Fashion-MNIST for 30 epochs (five times "
-    "quick's; about 10 minutes of one CPU thread per resnet run)",
+    "near convergence: each architecture's recipe, on Fashion-MNIST for 30 epochs (5 times "
+    "quick's for resnet, 3 times for vit; about 10 minutes of one CPU thread per resnet run)",
     budgets={
         ("resnet", "fashion-mnist"): {"epochs": 30},
         ("vit", "fashion-mnist"): {"epochs": 30},
