@@ -13,6 +13,7 @@ from torch import nn
 
 from zoo.build import build_model, check_activations
 from zoo.cli import main
+from zoo.cli.options import parse_options
 from zoo.data.images import ShiftFlip, ShuffledBatches
 from zoo.errors import ZooError
 from zoo.models.timm_models import StagedResNet, small_resnet
@@ -36,6 +37,19 @@ def test_recipe_fields_at_their_defaults_leave_run_ids_and_protocols_as_they_wer
     assert (protocol["optimizer"], protocol["schedule"]) == ("adamw", "linear warmup + cosine")
     for field in ("aug_shift", "aug_flip", "tta_flip", "ema"):
         assert field not in protocol and field not in config.to_dict()
+
+
+def test_list_valued_arch_params_are_read_from_the_command_line(tmp_path):
+    # the README's `--arch-param layers=[1,1,1] widths=[16,32,64]`
+    assert parse_options(["layers=[2, 2,2]", "widths=[24,48,96]", "size=tiny", "r=0.5"],
+                         "--arch-param") == {"layers": [2, 2, 2], "widths": [24, 48, 96],
+                                             "size": "tiny", "r": 0.5}
+    args = ["train", "resnet", "--dataset", "digits", "--arch-param", "layers=[1,1,1]",
+            "widths=[8,8,8]", "--epochs", "1", "--train-subset", "64", "--out", str(tmp_path),
+            "--no-progress"]
+    assert main(args) == 0
+    (config,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/config.json")]
+    assert config["config"]["arch_params"] == {"layers": [1, 1, 1], "widths": [8, 8, 8]}
 
 
 def test_a_data_sets_recipe_applies_on_that_data_set_only_and_flags_win_over_it():

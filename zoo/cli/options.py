@@ -28,10 +28,19 @@ def parse_options(items: list[str], flag: str) -> dict[str, Any] | None:
         name, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not name or not value:
             raise ZooError(f"{flag} takes NAME=VALUE, got '{item}'")
-        for parse in (int, float, str):
-            try:
-                options[name] = parse(value)
-                break
-            except ValueError:
-                continue
+        options[name] = option_value(value)
     return options or None
+
+
+def option_value(text: str) -> Any:
+    """A whole number, else a number, else a word; `[a,b,...]` is a list of those (resnet's
+    layers=[1,1,1] widths=[16,32,64])."""
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [option_value(part.strip()) for part in inner.split(",")] if inner else []
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return text
